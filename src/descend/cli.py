@@ -1,0 +1,192 @@
+"""The ``descend`` command (SPEC S1, S2, S8).
+
+    descend train [--config run.toml] [--set key=value ...] [--resume RUN_DIR] ...
+    descend evaluate RUN_DIR
+    descend predict RUN_DIR IMAGE...
+    descend experiment NAME [options]     (descend experiment --list)
+    descend --version
+
+Every descend error (bad config, missing data, diverging loss, ...) is printed as one
+message without a traceback, and the exit status is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from descend import __version__
+from descend.errors import ConfigError, DataError, DescendError
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", metavar="DIR", help="folder holding mnist/ (searched before $DESCEND_DATA and the cache)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="descend",
+        description="Train deep networks with every method of the reference texts; "
+        "by default, Nielsen's chapter-6 convolutional network on MNIST.",
+    )
+    parser.add_argument("--version", action="version", version=f"descend {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a network (default: Nielsen's final network on MNIST)",
+                       description="Train the network a config describes. Without --config: the bundled "
+                       "default (Nielsen's final chapter-6 network on MNIST).")
+    p.add_argument("--config", metavar="FILE", help="a TOML run config (see README); default: the bundled one")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=3 --set optimizer.lr=0.05 (repeatable)")
+    p.add_argument("--run-dir", metavar="DIR", help="where to write the run (default: runs/<date-time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--epochs", type=int, help="shortcut for --set train.epochs=N")
+    p.add_argument("--seed", type=int, help="shortcut for --set seed=N")
+    p.add_argument("--ensemble", type=int, metavar="N", help="train N networks (seeds seed..seed+N-1) and combine them")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (shortcut for --set device=...)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as TOML and exit")
+    _add_common(p)
+
+    p = sub.add_parser("evaluate", help="accuracy of a finished run (or ensemble) on validation and test data")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    _add_common(p)
+
+    p = sub.add_parser("predict", help="classify images (PNG/JPEG of a digit, or .npy arrays) with a trained run")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--json", action="store_true", help="print the predictions as JSON")
+
+    p = sub.add_parser("experiment", help="run one of the texts' experiments (--list shows them)")
+    p.add_argument("name", nargs="?", metavar="NAME")
+    p.add_argument("--list", action="store_true", help="list the experiments")
+    return parser
+
+
+def _experiment(argv: list[str]) -> int:
+    from descend import experiments
+
+    parser = argparse.ArgumentParser(prog="descend experiment", description="Run one of the texts' experiments.")
+    parser.add_argument("name", nargs="?", metavar="NAME", help=f"one of: {', '.join(experiments.names())}")
+    parser.add_argument("--list", action="store_true", help="list the experiments and exit")
+    known, rest = parser.parse_known_args(argv)
+    if known.list or not known.name:
+        for name in experiments.names():
+            print(f"{name:24s} {getattr(experiments.load(name), 'DESCRIPTION', '')}")
+        return 0
+    module = experiments.load(known.name)
+    sub = argparse.ArgumentParser(prog=f"descend experiment {known.name}", description=module.DESCRIPTION)
+    sub.add_argument("--run-dir", type=Path, help="where to write results (default: runs/<name>-<date-time>)")
+    sub.add_argument("--data-dir", help="folder holding mnist/")
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--quiet", action="store_true")
+    sub.add_argument("--budget", choices=("cpu", "full"), default="cpu",
+                     help="cpu: shortened to run on a 2-core CPU; full: the text's settings")
+    if hasattr(module, "add_arguments"):
+        module.add_arguments(sub)
+    args = sub.parse_args(rest)
+    if args.run_dir is None:
+        import time
+
+        args.run_dir = Path("runs") / f"{known.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    code = module.run(args)
+    print(f"results in {args.run_dir}")
+    return int(code or 0)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from descend import config as cfg
+    from descend import runs
+
+    overrides = list(args.overrides)
+    for flag, key in (("epochs", "train.epochs"), ("seed", "seed"), ("ensemble", "train.ensemble"), ("device", "device")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
+    if args.data_dir:
+        overrides.append(f"data.data_dir={json.dumps(args.data_dir)}")
+    if args.quiet:
+        overrides.append("quiet=true")
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        config_path = run_dir / runs.CONFIG
+        if not config_path.is_file():
+            raise ConfigError(f"--resume {run_dir}: no {runs.CONFIG} there; pass a run directory made by descend train")
+        config = cfg.load(config_path, overrides)
+    else:
+        run_dir = Path(args.run_dir) if args.run_dir else None
+        config = cfg.load(args.config, overrides)
+    if args.print_config:
+        print(cfg.to_toml(config), end="")
+        return 0
+    run_dir, results = runs.train(config, run_dir, resume=bool(args.resume))
+    _print_results(results)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def _print_results(results: dict) -> None:
+    for member in results.get("members", []):
+        accs = "  ".join(f"{k.replace('_accuracy', '')} {100 * v:.2f}%" for k, v in member.items() if k.endswith("accuracy"))
+        print(f"{member['member']}: {accs}")
+    for key in ("val", "test"):
+        if f"{key}_accuracy" in results:
+            label = "validation" if key == "val" else "test"
+            extra = ""
+            if f"{key}_accuracy_vote" in results:
+                extra = (f"  (average {100 * results[f'{key}_accuracy_average']:.2f}%, "
+                         f"vote {100 * results[f'{key}_accuracy_vote']:.2f}%)")
+            print(f"{label} accuracy: {100 * results[f'{key}_accuracy']:.2f}%{extra}")
+    if "seconds" in results:
+        print(f"wall time: {results['seconds']:.1f}s")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from descend import runs
+
+    results = runs.evaluate(Path(args.run_dir), args.data_dir)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        _print_results(results)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from descend.predict import predict_files
+
+    rows = predict_files(Path(args.run_dir), [Path(p) for p in args.images])
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(f"{row['file']}: {row['label']} ({100 * row['probability']:.1f}%)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv and argv[0] == "experiment":
+            return _experiment(argv[1:])
+        parser = _parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 0
+        return {"train": _train, "evaluate": _evaluate, "predict": _predict}[args.command](args)
+    except DescendError as exc:
+        print(f"descend: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("descend: interrupted; a finished epoch's checkpoint is kept (descend train --resume RUN_DIR)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

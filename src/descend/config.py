@@ -1,0 +1,309 @@
+"""Run configurations: TOML files validated against a schema (SPEC S2).
+
+A config has top-level keys and five tables::
+
+    seed = 0
+    run_dir = ""                   # "" -> runs/<date-time>
+    device = "cpu"                 # "auto", "cpu", "cuda", "cuda:N"
+
+    [data]      dataset, split, data_dir, path, limit, eval_limit, augment, max_shift, expand
+    [model]     name = "nielsen", then the model's own options (conv, hidden, dropout, ...)
+    [optimizer] name = "nesterov", then the optimizer's hyperparameters (lr, momentum, ...)
+    [schedule]  name = "onecycle", then the schedule's options
+    [train]     epochs, batch_size, eval_batch_size, early_stopping, average, ...
+
+``optimizer = "adam"`` (a string) is short for ``[optimizer] name = "adam"``; the same
+for ``model`` and ``schedule``. The fixed tables are dataclasses below; the options of
+a model, optimizer or schedule are checked against the signature of its constructor,
+so every class in ``descend.models.MODELS`` / ``descend.optim.OPTIMIZERS`` is usable
+by name. Unknown keys, wrong types and out-of-range values raise ConfigError naming
+the key and what is allowed (with a "did you mean" for typos).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from descend.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "mnist"
+    split: str = "nndl"
+    data_dir: str = ""
+    path: str = ""
+    limit: int = 0
+    eval_limit: int = 0
+    augment: str = "shift"
+    max_shift: int = 2
+    expand: bool = False
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 8
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    early_stopping: int = 0
+    monitor: str = "val_accuracy"
+    average: str = "none"
+    ema_decay: float = 0.999
+    clip_norm: float = 0.0
+    ensemble: int = 1
+    combine: str = "average"
+    evaluate_test: bool = True
+    checkpoint: bool = True
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    run_dir: str = ""
+    device: str = "cpu"
+    quiet: bool = False
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "nielsen"})
+    optimizer: dict[str, Any] = field(default_factory=lambda: {"name": "sgd"})
+    schedule: dict[str, Any] = field(default_factory=lambda: {"name": "constant"})
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Allowed values and ranges of the fixed keys; checked after types.
+CHOICES = {
+    "data.split": ("nndl", "standard"),
+    "data.augment": ("none", "shift"),
+    "train.average": ("none", "ema", "uniform"),
+    "train.combine": ("average", "vote"),
+}
+RANGES = {  # key: (low, high), inclusive
+    "data.limit": (0, math.inf),
+    "data.eval_limit": (0, math.inf),
+    "data.max_shift": (0, 27),
+    "train.epochs": (0, 100_000),
+    "train.batch_size": (1, 1 << 20),
+    "train.eval_batch_size": (1, 1 << 20),
+    "train.early_stopping": (0, 100_000),
+    "train.ema_decay": (0.0, 1.0),
+    "train.clip_norm": (0.0, math.inf),
+    "train.ensemble": (1, 1000),
+}
+
+
+def _suggest(key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{hint}; allowed: {', '.join(sorted(allowed))}"
+
+
+def _type_name(t: Any) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(t, str(t))
+
+
+def check_value(key: str, value: Any, expected: Any) -> Any:
+    """Check ``value`` against the type of a default value/annotation; return it (ints promoted to float)."""
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected in (int, float, str, bool):
+        if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
+            raise ConfigError(f"{key} must be {_type_name(expected)}, got {value!r}")
+    return value
+
+
+def _fill_dataclass(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key {full!r}" + _suggest(key, names))
+        kwargs[key] = check_value(full, value, hints[key])
+        if full in CHOICES and value not in CHOICES[full]:
+            raise ConfigError(f"{full} = {value!r} is not allowed; choose one of {', '.join(CHOICES[full])}")
+        if full in RANGES:
+            low, high = RANGES[full]
+            if not low <= kwargs[key] <= high:
+                raise ConfigError(f"{full} = {value!r} is out of range; it must be in [{low}, {high}]")
+    return cls(**kwargs)
+
+
+def _named_table(key: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        return {"name": value}
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        raise ConfigError(f"{key} must be a name (string) or a table with a 'name' key, got {value!r}")
+    return dict(value)
+
+
+def from_dict(values: dict[str, Any]) -> Config:
+    """Validate a nested dict (as read from TOML) into a Config."""
+    top = {f.name: f for f in dataclasses.fields(Config)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in top:
+            raise ConfigError(f"unknown config key {key!r}" + _suggest(key, list(top)))
+        if key == "data":
+            kwargs[key] = _fill_dataclass(DataConfig, _table(key, value), "data.")
+        elif key == "train":
+            kwargs[key] = _fill_dataclass(TrainConfig, _table(key, value), "train.")
+        elif key in ("model", "optimizer", "schedule"):
+            kwargs[key] = _named_table(key, value)
+        else:
+            kwargs[key] = check_value(key, value, get_type_hints(Config)[key])
+    config = Config(**kwargs)
+    validate_components(config)
+    return config
+
+
+def _table(key: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{key}] must be a table of options, got {value!r}")
+    return value
+
+
+def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Read a TOML file (or start from the defaults), apply ``key=value`` overrides, validate."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    else:
+        values = default_values()
+    for item in overrides:
+        apply_override(values, item)
+    return from_dict(values)
+
+
+def default_values() -> dict[str, Any]:
+    """The bundled default config (``descend/configs/default.toml``) as a dict."""
+    from importlib.resources import files
+
+    text = files("descend").joinpath("configs/default.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def parse_value(text: str) -> Any:
+    """A TOML value (``3``, ``0.1``, ``true``, ``[20, 40]``, ``"x"``); bare words are strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(values: dict[str, Any], item: str) -> None:
+    """Apply ``section.key=value`` to the nested dict ``values``."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value (e.g. train.epochs=3), got {item!r}")
+    key, text = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set key {key!r} is malformed; use e.g. optimizer.lr=0.05")
+    node = values
+    for part in parts[:-1]:
+        child = node.get(part)
+        if isinstance(child, str) and part in ("model", "optimizer", "schedule"):
+            child = {"name": child}
+        if child is None:
+            child = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a table")
+        node[part] = child
+        node = child
+    node[parts[-1]] = parse_value(text.strip())
+
+
+# -------------------------------------------------------------- components
+def _components() -> dict[str, dict[str, Any]]:
+    from descend.models import MODELS
+    from descend.optim import OPTIMIZERS, SCHEDULES
+
+    return {"model": MODELS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+
+
+# Filled in by the builder, never by the user.
+AUTOMATIC = {
+    "model": ("in_channels", "image_size", "num_classes"),
+    "optimizer": ("params",),
+    "schedule": ("optimizer", "total_steps", "steps_per_epoch"),
+}
+
+
+def component_options(kind: str, name: str) -> dict[str, inspect.Parameter]:
+    """The user-settable options of a model/optimizer/schedule, from its signature."""
+    table = _components()[kind]
+    if name not in table:
+        raise ConfigError(f"unknown {kind} {name!r}" + _suggest(name, list(table)))
+    target = table[name]
+    signature = inspect.signature(target.__init__ if inspect.isclass(target) else target)
+    return {
+        p.name: p
+        for p in signature.parameters.values()
+        if p.name != "self" and p.name not in AUTOMATIC[kind] and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+
+
+def validate_components(config: Config) -> None:
+    """Check model/optimizer/schedule names and option names and types."""
+    for kind in ("model", "optimizer", "schedule"):
+        table = getattr(config, kind)
+        options = component_options(kind, table["name"])
+        for key, value in table.items():
+            if key == "name":
+                continue
+            if key not in options:
+                raise ConfigError(
+                    f"{kind} {table['name']!r} has no option {key!r}" + _suggest(key, list(options))
+                )
+            default = options[key].default
+            if default is not inspect.Parameter.empty and default is not None:
+                expected = type(default) if not isinstance(default, (tuple, list)) else list
+                if expected is list:
+                    if not isinstance(value, list):
+                        raise ConfigError(f"{kind}.{key} must be a list, got {value!r}")
+                else:
+                    table[key] = check_value(f"{kind}.{key}", value, expected)
+
+
+# -------------------------------------------------------------- writing
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value) if not (isinstance(value, float) and not math.isfinite(value)) else ("nan" if value != value else ("inf" if value > 0 else "-inf"))
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ConfigError(f"cannot write {value!r} to TOML")
+
+
+def to_toml(config: Config) -> str:
+    """The config as TOML text that :func:`load` reads back to an equal Config."""
+    d = config.to_dict()
+    lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict)]
+    for section in ("data", "model", "optimizer", "schedule", "train"):
+        lines.append(f"\n[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in d[section].items()]
+    return "\n".join(lines) + "\n"

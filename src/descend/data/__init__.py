@@ -1,0 +1,41 @@
+"""Data sets and transforms (SPEC S5, H5).
+
+    load_dataset(name, split=..., data_dir=...) -> Splits      every data set, one call
+    read_idx(path)                                              the MNIST file format
+    load_mnist_pkl(path)                                        Nielsen's pickle, NumPy-only unpickler
+    expand_mnist(pair), RandomShift(k)                          augmentation (NNDL ch. 6)
+"""
+
+from descend.data.augment import RandomShift, expand_mnist, shift
+from descend.data.datasets import DATASETS, load_dataset, load_digits, load_npz
+from descend.data.download import cache_dir, search_dirs
+from descend.data.idx import read_idx, write_idx
+from descend.data.mnist import IDX_DATASETS, load_idx_dataset, load_mnist_pkl
+from descend.data.safe_pickle import load_numpy_pickle
+from descend.data.sequences import adding_problem, copy_task, make_splits, parity, sequential_mnist
+from descend.data.tensors import Splits, TensorPair
+
+__all__ = [
+    "DATASETS",
+    "IDX_DATASETS",
+    "RandomShift",
+    "Splits",
+    "TensorPair",
+    "cache_dir",
+    "expand_mnist",
+    "load_dataset",
+    "load_digits",
+    "load_idx_dataset",
+    "load_mnist_pkl",
+    "load_npz",
+    "load_numpy_pickle",
+    "read_idx",
+    "search_dirs",
+    "shift",
+    "write_idx",
+    "adding_problem",
+    "copy_task",
+    "make_splits",
+    "parity",
+    "sequential_mnist",
+]

@@ -1,0 +1,104 @@
+"""The convolutional networks of "Neural Networks and Deep Learning", chapter 6.
+
+:class:`NielsenNet` builds every network of the chapter's ladder from a few options:
+conv-pool layers (5x5 kernels, 2x2 max-pooling), fully connected layers, a softmax
+output, sigmoid/tanh/ReLU units, and network3's dropout placement (dropout acts on the
+*input* of each fully connected and softmax layer). Its default is the chapter's final
+single network::
+
+    ConvPool(20 maps, 5x5, pool 2x2) -> ConvPool(40 maps, 5x5, pool 2x2)
+    -> FC(1000, ReLU, dropout 0.5 on its input) -> FC(1000, ReLU, dropout 0.5)
+    -> softmax(10, dropout 0.5)
+
+with batch normalization (Deep Learning sec. 8.7.1) after each convolution and hidden
+layer, which Nielsen's network does not have; ``batch_norm=False`` removes it.
+Outputs are logits (the softmax lives in the cross-entropy loss).
+
+Max-pooling commutes with any increasing activation (max f(x) = f(max x)), so the
+activation is applied after pooling, as in network3, on 4x fewer values.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from descend.errors import ConfigError
+
+ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+
+
+class NielsenNet(nn.Module):
+    """Conv-pool layers, then fully connected layers, then a linear output (logits).
+
+    Args:
+        in_channels, image_size, num_classes: the data's shape (filled in by the CLI).
+        conv: number of feature maps of each conv-pool layer, e.g. ``(20, 40)``; ``()`` for an MLP.
+        kernel_size: side of the square local receptive field (5 in the text).
+        pool: side of the max-pooling region (2 in the text).
+        hidden: sizes of the fully connected hidden layers, e.g. ``(1000, 1000)``.
+        dropout: probability of dropping each input of a fully connected / output layer.
+        batch_norm: batch normalization after each convolution and hidden layer.
+        activation: ``"relu"``, ``"sigmoid"`` or ``"tanh"``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size: int = 28,
+        num_classes: int = 10,
+        conv: tuple[int, ...] | list[int] = (20, 40),
+        kernel_size: int = 5,
+        pool: int = 2,
+        hidden: tuple[int, ...] | list[int] = (1000, 1000),
+        dropout: float = 0.5,
+        batch_norm: bool = True,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {activation!r}; use one of {', '.join(ACTIVATIONS)}")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+        if any(c < 1 for c in conv) or any(h < 1 for h in hidden) or kernel_size < 1 or pool < 1:
+            raise ConfigError("layer sizes, kernel_size and pool must be positive integers")
+        act = ACTIVATIONS[activation]
+        self.config = dict(conv=tuple(conv), kernel_size=kernel_size, pool=pool, hidden=tuple(hidden),
+                           dropout=dropout, batch_norm=batch_norm, activation=activation)
+
+        layers: list[nn.Module] = []
+        channels, size = in_channels, image_size
+        for maps in conv:
+            size = size - kernel_size + 1
+            if size < pool:
+                raise ConfigError(
+                    f"image of side {image_size} is too small for {len(conv)} conv-pool layers with "
+                    f"{kernel_size}x{kernel_size} kernels and {pool}x{pool} pooling; use fewer or smaller layers"
+                )
+            layers.append(nn.Conv2d(channels, maps, kernel_size, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(maps))
+            layers += [nn.MaxPool2d(pool), act()]
+            channels, size = maps, size // pool
+        self.features = nn.Sequential(*layers)
+
+        width = channels * size * size
+        layers = [nn.Flatten()]
+        for units in hidden:
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            layers.append(nn.Linear(width, units, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(units))
+            layers.append(act())
+            width = units
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(width, num_classes))
+        self.classifier = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.config.items())

@@ -1,0 +1,325 @@
+"""From a config to a finished run directory: what ``descend train`` and ``evaluate`` do.
+
+``build(config)`` makes the data, model, optimizer, schedule and Trainer that a config
+describes; ``train(config)`` runs it (or an ensemble of such runs) and leaves in the
+run directory:
+
+    config.toml                the resolved config (resume and evaluate read it)
+    metrics.jsonl              one line per epoch
+    checkpoint.safetensors     + .json: the state after the last finished epoch
+    model.safetensors          the final weights
+    results.json               final accuracies, wall time
+    learning_curves.png, filters.png, misclassified.png, confusion_matrix.png
+
+An ensemble run (``train.ensemble = N``) holds ``member-1`` ... ``member-N``, each a run
+directory as above trained with seed ``seed + i - 1``, and a ``results.json`` with each
+member's and the combined test accuracy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from descend import config as cfg
+from descend.data import RandomShift, Splits, expand_mnist, load_dataset
+from descend.errors import CheckpointError, ConfigError
+from descend.io import atomic_write_json, atomic_write_text
+from descend.train import AveragedEvaluation, EarlyStopping, Trainer, load_weights
+from descend.train.ensemble import combine
+from descend.train.trainer import CHECKPOINT, WEIGHTS
+
+CONFIG = "config.toml"
+META = "data.json"
+RESULTS = "results.json"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; anything else must be available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device = {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device = {name!r} but no CUDA GPU is available; use device = \"cpu\" or \"auto\"")
+    return device
+
+
+def load_data(config: cfg.Config) -> Splits:
+    d = config.data
+    splits = load_dataset(
+        d.dataset,
+        split=d.split,
+        data_dir=d.data_dir or None,
+        path=d.path or None,
+        limit=d.limit or None,
+        eval_limit=d.eval_limit or None,
+    )
+    if d.expand:
+        splits = dataclasses.replace(splits, train=expand_mnist(splits.train, seed=config.seed))
+    return splits
+
+
+def _options(config_table: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config_table.items() if k != "name"}
+
+
+def _call(kind: str, target: Any, *args: Any, **kwargs: Any) -> Any:
+    """Construct a component, turning its validation errors into ConfigErrors that name it."""
+    try:
+        return target(*args, **kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"[{kind}] {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[{kind}] invalid options: {exc}") from None
+
+
+def build_model(config: cfg.Config, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
+    from descend.models import MODELS
+
+    cls = MODELS[config.model["name"]]
+    options = _options(config.model)
+    accepted = inspect.signature(cls.__init__).parameters
+    automatic = {"in_channels": input_shape[0], "image_size": input_shape[-1], "num_classes": num_classes}
+    options.update({k: v for k, v in automatic.items() if k in accepted})
+    return _call("model", cls, **options)
+
+
+def build_optimizer(config: cfg.Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    from descend.optim import OPTIMIZERS
+
+    return _call("optimizer", OPTIMIZERS[config.optimizer["name"]], model.parameters(), **_options(config.optimizer))
+
+
+def build_scheduler(config: cfg.Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    from descend.optim import SCHEDULES
+
+    total = max(1, steps_per_epoch * config.train.epochs)
+    return _call(
+        "schedule",
+        SCHEDULES[config.schedule["name"]],
+        optimizer,
+        total_steps=total,
+        steps_per_epoch=steps_per_epoch,
+        **_options(config.schedule),
+    )
+
+
+def build_trainer(config: cfg.Config, splits: Splits, run_dir: Path | None, seed: int) -> Trainer:
+    """Model, optimizer, schedule, callbacks and Trainer for one network of the config."""
+    torch.manual_seed(seed)  # the model's initial weights
+    device = resolve_device(config.device)
+    model = build_model(config, splits.input_shape, splits.num_classes)
+    optimizer = build_optimizer(config, model)
+    t = config.train
+    steps_per_epoch = -(-len(splits.train) // t.batch_size)
+    scheduler = build_scheduler(config, optimizer, steps_per_epoch)
+
+    callbacks: list[Any] = []
+    if t.average != "none":
+        from descend.optim import PolyakAverage
+
+        averager = PolyakAverage(model, mode=t.average, decay=t.ema_decay, include_buffers=True)
+        callbacks.append(AveragedEvaluation(averager))
+    if t.early_stopping:
+        if splits.val is None and t.monitor.startswith("val"):
+            raise ConfigError("train.early_stopping needs a validation set; use data.split = \"nndl\"")
+        callbacks.append(EarlyStopping(monitor=t.monitor, patience=t.early_stopping))
+    if t.clip_norm > 0:
+        from descend.optim import register_grad_clipping
+
+        register_grad_clipping(optimizer, max_norm=t.clip_norm)
+
+    augment = RandomShift(config.data.max_shift) if config.data.augment == "shift" else None
+    return Trainer(
+        model,
+        optimizer,
+        splits,
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        eval_batch_size=t.eval_batch_size,
+        scheduler=scheduler,
+        callbacks=callbacks,
+        run_dir=run_dir,
+        seed=seed,
+        augment=augment,
+        quiet=config.quiet,
+        device=device,
+        evaluate_test=t.evaluate_test,
+        checkpoint=t.checkpoint,
+    )
+
+
+def default_run_dir() -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path("runs") / stamp
+    n = 1
+    while path.exists():
+        n += 1
+        path = Path("runs") / f"{stamp}-{n}"
+    return path
+
+
+def _write_pictures(trainer: Trainer, splits: Splits, run_dir: Path) -> None:
+    from descend import plots
+
+    plots.learning_curves(trainer.history, run_dir / "learning_curves.png")
+    first_conv = next((m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    if first_conv is not None:
+        plots.filters(first_conv.weight, run_dir / "filters.png", title="first-layer filters")
+    if splits.test is not None and len(splits.test) and splits.test.x.ndim == 4:
+        predictions = trainer.predict(splits.test.x).argmax(1)
+        plots.misclassified(splits.test.x, splits.test.y, predictions, run_dir / "misclassified.png", splits.classes)
+        plots.confusion_matrix_plot(splits.test.y, predictions, run_dir / "confusion_matrix.png", splits.classes)
+
+
+def train_one(config: cfg.Config, splits: Splits, run_dir: Path, seed: int, resume: bool = False,
+              pictures: bool = True) -> dict[str, Any]:
+    """Train (or resume) one network into ``run_dir``; return its results."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = build_trainer(config, splits, run_dir, seed)
+    if resume and (run_dir / CHECKPOINT).exists():
+        trainer.resume(run_dir / CHECKPOINT)
+    start = time.perf_counter()
+    history = trainer.fit()
+    seconds = time.perf_counter() - start
+    final = history[-1] if history else {}
+    results = {
+        "epochs": trainer.epoch,
+        "seconds": seconds,
+        "train_seconds": sum(h["seconds"] for h in history),
+        "seed": seed,
+    }
+    # After training the model holds its final weights (averaged / best, if so configured):
+    # report those, not the last epoch's raw numbers.
+    for name in ("val", "test"):
+        pair = getattr(splits, name)
+        if pair is not None and len(pair) and (name == "val" or config.train.evaluate_test):
+            r = trainer.evaluate(pair)
+            results[f"{name}_accuracy"], results[f"{name}_loss"] = r["accuracy"], r["loss"]
+    results["last_epoch"] = final
+    atomic_write_json(run_dir / RESULTS, results)
+    if pictures:
+        _write_pictures(trainer, splits, run_dir)
+    return results
+
+
+def train(config: cfg.Config, run_dir: Path | None = None, resume: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Run ``descend train``: one network or an ensemble. Returns the run directory and results."""
+    run_dir = Path(run_dir or config.run_dir or default_run_dir())
+    if not resume and (run_dir / CONFIG).exists():
+        raise ConfigError(f"{run_dir} already holds a run; choose another run_dir or use --resume {run_dir}")
+    # Everything that can be wrong with the config or the data fails here, before the run
+    # directory is created: a failed start leaves nothing behind.
+    splits = load_data(config)
+    build_trainer(config, splits, None, config.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / CONFIG, cfg.to_toml(config))
+    atomic_write_json(run_dir / META, {"input_shape": list(splits.input_shape), "classes": list(splits.classes),
+                                       "num_classes": splits.num_classes})
+    members = config.train.ensemble
+    if members == 1:
+        return run_dir, train_one(config, splits, run_dir, config.seed, resume)
+
+    start = time.perf_counter()
+    member_results = []
+    for i in range(1, members + 1):
+        member_dir = run_dir / f"member-{i}"
+        if resume and (member_dir / RESULTS).exists():
+            member_results.append(json.loads((member_dir / RESULTS).read_text()))
+            continue
+        if not config.quiet:
+            print(f"ensemble member {i}/{members}", flush=True)
+        member_results.append(train_one(config, splits, member_dir, config.seed + i - 1, resume))
+    results = evaluate_ensemble(config, splits, run_dir)
+    results["seconds"] = time.perf_counter() - start
+    results["train_seconds"] = sum(r["train_seconds"] for r in member_results)
+    atomic_write_json(run_dir / RESULTS, results)
+    return run_dir, results
+
+
+# ------------------------------------------------------------------ evaluation
+def read_config(run_dir: Path) -> cfg.Config:
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} is not a descend run directory (no {CONFIG}); pass the folder `descend train` printed")
+    return cfg.load(path)
+
+
+def load_trained(config: cfg.Config, splits: Splits, run_dir: Path) -> Trainer:
+    """A Trainer holding the final weights of the run in ``run_dir`` (for evaluation)."""
+    trainer = build_trainer(dataclasses.replace(config, quiet=True), splits, None, config.seed)
+    load_weights(run_dir / WEIGHTS, trainer.model)
+    return trainer
+
+
+def load_model(run_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The trained model of a run directory (in eval mode, on the CPU) and its data description."""
+    run_dir = Path(run_dir)
+    top = run_dir if (run_dir / CONFIG).is_file() else run_dir.parent
+    config = read_config(top)
+    try:
+        meta = json.loads((top / META).read_text())
+    except (OSError, ValueError):
+        raise CheckpointError(f"{top} lacks a readable {META}; was it written by descend train?") from None
+    torch.manual_seed(config.seed)
+    model = build_model(config, tuple(meta["input_shape"]), meta["num_classes"])
+    load_weights(run_dir / WEIGHTS, model)
+    return model.eval(), meta
+
+
+def member_dirs(run_dir: Path) -> list[Path]:
+    return sorted((p for p in Path(run_dir).glob("member-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[1]))
+
+
+def evaluate_ensemble(config: cfg.Config, splits: Splits, run_dir: Path) -> dict[str, Any]:
+    """Each member's accuracy and the combined accuracy (average and vote) on val and test."""
+    results: dict[str, Any] = {"members": []}
+    parts = {name: getattr(splits, name) for name in ("val", "test") if getattr(splits, name) is not None}
+    outputs: dict[str, list[torch.Tensor]] = {name: [] for name in parts}
+    for member in member_dirs(run_dir):
+        trainer = load_trained(config, splits, member)
+        entry = {"member": member.name}
+        for name, pair in parts.items():
+            logits = trainer.predict(pair.x)
+            outputs[name].append(logits)
+            entry[f"{name}_accuracy"] = float((logits.argmax(1) == pair.y).double().mean())
+        results["members"].append(entry)
+    if not results["members"]:
+        raise CheckpointError(f"{run_dir} holds no trained members (member-1, ...)")
+    for name, pair in parts.items():
+        stacked = torch.stack(outputs[name])
+        for method in ("average", "vote"):
+            acc = float((combine(stacked, method) == pair.y).double().mean())
+            results[f"{name}_accuracy_{method}"] = acc
+        results[f"{name}_accuracy"] = results[f"{name}_accuracy_{config.train.combine}"]
+    results["combine"] = config.train.combine
+    return results
+
+
+def evaluate(run_dir: Path, data_dir: str | None = None) -> dict[str, Any]:
+    """``descend evaluate``: accuracies of a finished run (or ensemble) on its data."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    if data_dir:
+        config.data.data_dir = data_dir
+    splits = load_data(config)
+    if member_dirs(run_dir):
+        return evaluate_ensemble(config, splits, run_dir)
+    trainer = load_trained(config, splits, run_dir)
+    results = {}
+    for name in ("val", "test"):
+        pair = getattr(splits, name)
+        if pair is not None and len(pair):
+            r = trainer.evaluate(pair)
+            results[f"{name}_accuracy"], results[f"{name}_loss"] = r["accuracy"], r["loss"]
+    return results

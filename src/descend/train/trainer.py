@@ -1,0 +1,407 @@
+"""The Trainer: the one training loop of descend.
+
+Minibatch stochastic gradient training (Deep Learning Algorithm 8.1) with everything
+around it: seeded shuffling, augmentation, evaluation on validation and test data
+after each epoch, callbacks, LR schedulers, a progress bar, metrics as JSONL,
+checkpoints that resume bit-identically on CPU, and a NaN/inf guard.
+
+Every other way of training in descend plugs into this loop instead of writing its
+own: strategies are callbacks (early stopping, averaging, curricula), samplers decide
+the order of examples, ``batch_step`` replaces the per-batch work (truncated BPTT),
+and optimizers that re-evaluate the loss receive a closure (``needs_closure = True``).
+
+Reproducibility: the example order and the augmentation of epoch ``e`` are drawn from
+generators seeded by ``(seed, e)``, so they need no saved state; dropout uses the
+global torch RNG, whose state is checkpointed. Resuming from the checkpoint of epoch
+``e`` therefore gives the same losses, bit for bit on CPU, as never stopping.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from descend.data.tensors import Splits, TensorPair
+from descend.errors import CheckpointError, ConfigError, Diverged, ShapeError
+from descend.io import append_line
+from descend.train.checkpoint import load_state, save_state, save_weights
+
+CHECKPOINT = "checkpoint.safetensors"
+METRICS = "metrics.jsonl"
+WEIGHTS = "model.safetensors"
+
+HOOKS = (
+    "on_fit_start",
+    "on_epoch_start",
+    "on_batch_end",
+    "on_validation_start",
+    "on_validation_end",
+    "on_epoch_end",
+    "on_fit_end",
+)
+
+
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    """A CPU generator determined by (seed, epoch, stream): the same draws on every run."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 7 + stream)
+
+
+class Trainer:
+    """Train ``model`` with ``optimizer`` on ``data`` for ``epochs`` epochs.
+
+    Args:
+        model: any ``nn.Module`` mapping a batch of inputs to outputs for ``loss``.
+        optimizer: any ``torch.optim.Optimizer`` (descend's or torch's).
+        data: a :class:`~descend.data.Splits` (train, optional val and test), or a
+            ``(train, val, test)`` tuple of TensorPairs.
+        loss: ``loss(outputs, targets) -> scalar``; cross-entropy on logits by default.
+        epochs: number of epochs to train (counted from 1).
+        batch_size: minibatch size m of Algorithm 8.1.
+        eval_batch_size: batch size for evaluation (no gradients, so larger).
+        scheduler: a torch LR scheduler, stepped after every batch
+            (``scheduler_interval="batch"``) or every epoch (``"epoch"``).
+        callbacks: objects with hook methods (see :mod:`descend.train.callbacks`).
+        run_dir: where metrics, checkpoints and weights go; nothing is written without it.
+        seed: determines the example order, augmentation and (on a fresh start) the
+            global torch RNG used by dropout.
+        augment: ``augment(x, generator) -> x`` applied to each training batch.
+        sampler: ``sampler(trainer, epoch, generator) -> LongTensor`` of training indices
+            for the epoch (curricula, emphasis); default a uniform random permutation.
+        shuffle: with no sampler, shuffle each epoch (else the data set's order).
+        drop_last: skip a final partial batch (network3 does).
+        batch_step: ``batch_step(trainer, x, y) -> loss`` replacing forward/backward/step.
+        quiet: no progress bar and no per-epoch line.
+        device: where the model and batches live.
+        evaluate_test: also evaluate on the test set each epoch.
+        checkpoint: write a resumable checkpoint after every epoch (needs ``run_dir``).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        data: Splits | tuple,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+        *,
+        epochs: int = 1,
+        batch_size: int = 64,
+        eval_batch_size: int = 1000,
+        scheduler: Any = None,
+        scheduler_interval: str = "batch",
+        callbacks: Iterable[Any] = (),
+        run_dir: str | Path | None = None,
+        seed: int = 0,
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+        sampler: Callable[["Trainer", int, torch.Generator], torch.Tensor] | None = None,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        batch_step: Callable[["Trainer", torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        quiet: bool = False,
+        device: str | torch.device = "cpu",
+        evaluate_test: bool = True,
+        checkpoint: bool = True,
+    ) -> None:
+        if not isinstance(data, Splits):
+            if not (isinstance(data, tuple) and 1 <= len(data) <= 3):
+                raise ConfigError("data must be a Splits or a (train, val, test) tuple of TensorPairs")
+            data = Splits(*data)
+        if epochs < 0 or batch_size < 1 or eval_batch_size < 1:
+            raise ConfigError(
+                f"epochs must be >= 0 and batch sizes >= 1 (got epochs={epochs}, "
+                f"batch_size={batch_size}, eval_batch_size={eval_batch_size})"
+            )
+        if scheduler_interval not in ("batch", "epoch"):
+            raise ConfigError(f"scheduler_interval must be 'batch' or 'epoch', got {scheduler_interval!r}")
+        if len(data.train) == 0:
+            raise ConfigError("the training set is empty")
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.optimizer = optimizer
+        self.data = data
+        self.loss_fn = loss
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.scheduler = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.callbacks = list(callbacks)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.seed = seed
+        self.augment = augment
+        self.sampler = sampler
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.batch_step = batch_step
+        self.quiet = quiet
+        self.evaluate_test = evaluate_test
+        self.checkpoint = checkpoint
+        self.needs_closure = bool(getattr(optimizer, "needs_closure", False))
+
+        self.epoch = 0  # epochs completed
+        self.global_step = 0  # optimizer steps taken
+        self.history: list[dict[str, Any]] = []
+        self.should_stop = False
+        self.batch: tuple[torch.Tensor, torch.Tensor] | None = None  # current batch, for callbacks
+        self._fresh = True
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> list[dict[str, Any]]:
+        """Train until ``epochs`` epochs are done or a callback sets ``should_stop``."""
+        if self._fresh:
+            torch.manual_seed(self.seed)  # dropout masks; restored from checkpoints on resume
+            self._fresh = False
+        self._call("on_fit_start")
+        while self.epoch < self.epochs and not self.should_stop:
+            epoch = self.epoch + 1
+            self._call("on_epoch_start", epoch)
+            metrics = self._train_epoch(epoch)
+            metrics.update(self._evaluate_all())
+            self.epoch = epoch
+            self._call("on_epoch_end", epoch, metrics)
+            self.history.append(metrics)
+            self._report(metrics)
+            if self.run_dir is not None:
+                append_line(self.run_dir / METRICS, json.dumps(metrics))
+                if self.checkpoint:
+                    self.save_checkpoint(self.run_dir / CHECKPOINT)
+        self._call("on_fit_end")
+        if self.run_dir is not None:
+            save_weights(self.run_dir / WEIGHTS, self.model, {"epoch": self.epoch})
+        return self.history
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        self.model.train()
+        train = self.data.train
+        n = len(train)
+        order_gen = epoch_generator(self.seed, epoch, 0)
+        augment_gen = epoch_generator(self.seed, epoch, 1)
+        if self.sampler is not None:
+            order = self.sampler(self, epoch, order_gen)
+        elif self.shuffle:
+            order = torch.randperm(n, generator=order_gen)
+        else:
+            order = torch.arange(n)
+        batches = list(order.split(self.batch_size))
+        if self.drop_last and len(batches) > 1 and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        on_device = train.x.device == self.device
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        seen = 0
+        start = time.perf_counter()
+        bar = self._progress(len(batches), f"epoch {epoch}/{self.epochs}")
+        for i, idx in enumerate(batches):
+            x, y = train.x[idx], train.y[idx]
+            if self.augment is not None:
+                x = self.augment(x, augment_gen)
+            if not on_device:
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            self.batch = (x, y)
+            loss = self.batch_step(self, x, y) if self.batch_step is not None else self.step(x, y)
+            if loss is None or not torch.is_tensor(loss):
+                raise ConfigError("the batch step must return the loss as a tensor")
+            loss = loss.detach()
+            if not torch.isfinite(loss):
+                raise Diverged(
+                    f"the training loss became {loss.item()} at epoch {epoch}, batch {i + 1}/{len(batches)} "
+                    f"(step {self.global_step}); the last good checkpoint is kept. "
+                    "Try a smaller learning rate (e.g. a third of it), gradient clipping, or batch norm"
+                )
+            self.global_step += 1
+            total += loss * len(idx)
+            seen += len(idx)
+            if self.scheduler is not None and self.scheduler_interval == "batch":
+                self.scheduler.step()
+            if bar is not None:
+                bar.update(1)
+                if i % 20 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            self._call("on_batch_end", i, loss)
+        if bar is not None:
+            bar.close()
+        self.batch = None
+        if self.scheduler is not None and self.scheduler_interval == "epoch":
+            self.scheduler.step()
+        seconds = time.perf_counter() - start
+        return {
+            "epoch": epoch,
+            "train_loss": float(total) / max(seen, 1),
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
+            "seconds": seconds,
+            "images_per_s": seen / seconds if seconds > 0 else math.inf,
+        }
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One minibatch update (Algorithm 8.1): gradient of the batch loss, optimizer step."""
+        if self.needs_closure:
+
+            def closure() -> torch.Tensor:
+                self.optimizer.zero_grad(set_to_none=True)
+                loss = self.compute_loss(x, y)
+                loss.backward()
+                return loss
+
+            return self.optimizer.step(closure)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.compute_loss(x, y)
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
+    def compute_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The loss of the model on one batch (override or pass ``loss=`` to change it)."""
+        return self.loss_fn(self.model(x), y)
+
+    # ------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Model outputs for ``x`` in evaluation mode, batched; returned on the CPU."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            outs = [self.model(chunk.to(self.device)).cpu() for chunk in x.split(self.eval_batch_size)]
+        finally:
+            self.model.train(was_training)
+        return torch.cat(outs) if outs else torch.empty(0)
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor | TensorPair, y: torch.Tensor | None = None) -> dict[str, float]:
+        """Mean loss and accuracy (argmax over dim 1) of the model on ``(x, y)``."""
+        if isinstance(x, TensorPair):
+            x, y = x.x, x.y
+        if y is None or len(x) != len(y):
+            raise ShapeError("evaluate needs inputs and targets of the same length")
+        was_training = self.model.training
+        self.model.eval()
+        loss_sum = 0.0
+        correct = 0
+        count = 0
+        try:
+            for xb, yb in zip(x.split(self.eval_batch_size), y.split(self.eval_batch_size)):
+                xb, yb = xb.to(self.device), yb.to(self.device)
+                out = self.model(xb)
+                loss_sum += float(self.loss_fn(out, yb)) * len(xb)
+                correct += int((out.argmax(1) == yb).sum())
+                count += yb.numel()
+        finally:
+            self.model.train(was_training)
+        return {"loss": loss_sum / max(len(x), 1), "accuracy": correct / max(count, 1)}
+
+    def _evaluate_all(self) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        parts = [("val", self.data.val)]
+        if self.evaluate_test:
+            parts.append(("test", self.data.test))
+        parts = [(name, pair) for name, pair in parts if pair is not None and len(pair)]
+        if not parts:
+            return metrics
+        self._call("on_validation_start")
+        try:
+            for name, pair in parts:
+                result = self.evaluate(pair)
+                metrics[f"{name}_loss"] = result["loss"]
+                metrics[f"{name}_accuracy"] = result["accuracy"]
+        finally:
+            self._call("on_validation_end")
+        return metrics
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training exactly where it stopped."""
+        state: dict[str, Any] = {
+            "epoch": self.epoch,
+            "epochs": self.epochs,
+            "global_step": self.global_step,
+            "seed": self.seed,
+            "history": self.history,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "callbacks": {
+                str(i): cb.state_dict() for i, cb in enumerate(self.callbacks) if hasattr(cb, "state_dict")
+            },
+        }
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and "scheduler" in state:
+                if state.get("epochs", self.epochs) == self.epochs:
+                    self.scheduler.load_state_dict(state["scheduler"])
+                else:
+                    self._fast_forward_scheduler(int(state["global_step"]), int(state["epoch"]))
+            for i, cb in enumerate(self.callbacks):
+                if hasattr(cb, "load_state_dict") and str(i) in state["callbacks"]:
+                    cb.load_state_dict(state["callbacks"][str(i)])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(
+                f"the checkpoint does not match this model/optimizer ({type(exc).__name__}: {exc}); "
+                "resume with the same config the run was started with"
+            ) from None
+        self.epoch = int(state["epoch"])
+        self.global_step = int(state["global_step"])
+        self.history = list(state["history"])
+        torch.set_rng_state(state["rng_cpu"])
+        if "rng_cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        self._fresh = False
+
+    def _fast_forward_scheduler(self, steps: int, epochs: int) -> None:
+        """A run resumed with a different number of epochs: its schedule is the one built
+        for the new length, advanced to where training stands (closed-form schedules only
+        depend on the step count, so this is exact for them)."""
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+            for _ in range(steps if self.scheduler_interval == "batch" else epochs):
+                self.scheduler.step()
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        save_state(path, self.state_dict())
+
+    def resume(self, path: str | Path | None = None) -> None:
+        """Load the checkpoint at ``path`` (default: the run directory's) to continue training."""
+        if path is None:
+            if self.run_dir is None:
+                raise CheckpointError("resume needs a checkpoint path or a run_dir")
+            path = self.run_dir / CHECKPOINT
+        self.load_state_dict(load_state(path))
+
+    # ------------------------------------------------------------ plumbing
+    def _call(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            fn = getattr(cb, hook, None)
+            if fn is not None:
+                fn(self, *args)
+
+    def _progress(self, total: int, desc: str):
+        if self.quiet or not sys.stderr.isatty():
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, leave=False, unit="batch", dynamic_ncols=True)
+
+    def _report(self, metrics: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        parts = [f"epoch {metrics['epoch']:>3}/{self.epochs}", f"loss {metrics['train_loss']:.4f}"]
+        for key in ("val_accuracy", "test_accuracy"):
+            if key in metrics:
+                parts.append(f"{key.replace('_accuracy', '')} {100 * metrics[key]:.2f}%")
+        parts.append(f"{metrics['seconds']:.1f}s ({metrics['images_per_s']:.0f} img/s)")
+        print("  ".join(parts), flush=True)

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from descend.errors import ConfigError
+from descend.models import MODELS, NielsenNet
+
+
+def test_default_is_the_final_chapter_6_network():
+    net = NielsenNet(batch_norm=False)
+    # conv 1->20 5x5 (+20 biases), conv 20->40 5x5 (+40), FC 640->1000, 1000->1000, 1000->10
+    expected = (20 * 25 + 20) + (40 * 20 * 25 + 40) + (640 * 1000 + 1000) + (1000 * 1000 + 1000) + (1000 * 10 + 10)
+    assert sum(p.numel() for p in net.parameters()) == expected
+    assert net(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+    assert sum(isinstance(m, torch.nn.Dropout) for m in net.modules()) == 3  # inputs of FC, FC, softmax
+    assert MODELS["nielsen"] is NielsenNet
+
+
+@given(conv=st.lists(st.integers(1, 4), max_size=2), hidden=st.lists(st.integers(1, 8), max_size=2),
+       bn=st.booleans(), act=st.sampled_from(["relu", "sigmoid", "tanh"]))
+@settings(max_examples=25, deadline=None)
+def test_any_ladder_step_builds_and_runs(conv, hidden, bn, act):
+    net = NielsenNet(conv=conv, hidden=hidden, batch_norm=bn, activation=act, dropout=0.2)
+    net.train()
+    out = net(torch.rand(4, 1, 28, 28))
+    assert out.shape == (4, 10) and torch.isfinite(out).all()
+
+
+def test_pool_then_activation_equals_activation_then_pool():
+    """Max-pooling commutes with increasing activations, which the layer order relies on."""
+    x = torch.randn(2, 3, 8, 8)
+    for f in (torch.relu, torch.sigmoid, torch.tanh):
+        assert torch.equal(torch.nn.functional.max_pool2d(f(x), 2), f(torch.nn.functional.max_pool2d(x, 2)))
+
+
+def test_bad_options():
+    with pytest.raises(ConfigError, match="too small"):
+        NielsenNet(image_size=8, conv=(20, 40))
+    with pytest.raises(ConfigError, match="activation"):
+        NielsenNet(activation="swish")
+    with pytest.raises(ConfigError, match="dropout"):
+        NielsenNet(dropout=1.0)

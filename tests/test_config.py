@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+
+from descend import config as cfg
+from descend.errors import ConfigError
+
+
+def test_defaults_are_nielsens_final_network():
+    c = cfg.load()
+    assert c.model["name"] == "nielsen" and c.model["conv"] == [20, 40] and c.model["hidden"] == [1000, 1000]
+    assert c.model["dropout"] == 0.5 and c.model["activation"] == "relu"
+    assert c.data.dataset == "mnist" and c.data.split == "nndl"
+
+
+def test_toml_round_trip(tmp_path):
+    c = cfg.load(overrides=["train.epochs=3", "optimizer.lr=0.05", "model.hidden=[100]", "data.augment=none"])
+    path = tmp_path / "run.toml"
+    path.write_text(cfg.to_toml(c))
+    assert cfg.load(path) == c
+
+
+def test_overrides_parse_toml_values_and_bare_words():
+    c = cfg.load(overrides=["seed=7", "model.batch_norm=false", "model.activation=tanh", "train.ema_decay=0.99"])
+    assert c.seed == 7 and c.model["batch_norm"] is False and c.model["activation"] == "tanh"
+    assert c.train.ema_decay == 0.99
+    c = cfg.load(overrides=["optimizer=adam", "optimizer.lr=0.001"])
+    assert c.optimizer == {"name": "adam", "lr": 0.001}
+
+
+def test_short_form_names(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('optimizer = "adam"\nschedule = "cosine"\n[model]\nname = "nielsen"\nhidden = [10]\n')
+    c = cfg.load(path)
+    assert c.optimizer == {"name": "adam"} and c.schedule == {"name": "cosine"}
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("train.epochz=3", "did you mean 'epochs'"),
+        ("trian.epochs=3", "did you mean 'train'"),
+        ("train.epochs=three", "must be an integer"),
+        ("train.epochs=2.5", "must be an integer"),
+        ("train.batch_size=0", "out of range"),
+        ("train.ema_decay=1.5", "out of range"),
+        ("data.split=random", "choose one of nndl, standard"),
+        ("data.augment=true", "must be a string"),
+        ("model.activaton=relu", "did you mean 'activation'"),
+        ("model.dropout=high", "must be a number"),
+        ("model.hidden=100", "must be a list"),
+        ("optimizer=adamw2", "unknown optimizer 'adamw2'"),
+        ("optimizer.betas2=1", "has no option 'betas2'"),
+        ("schedule=zigzag", "unknown schedule"),
+        ("model=resnet1000", "unknown model"),
+        ("seed", "key=value"),
+    ],
+)
+def test_bad_values_name_the_key_and_what_is_allowed(override, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        cfg.load(overrides=[override])
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        cfg.load(tmp_path / "nope.toml")
+    (tmp_path / "bad.toml").write_text("[train\nepochs = 3")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        cfg.load(tmp_path / "bad.toml")
+    (tmp_path / "bad2.toml").write_text("train = 3")
+    with pytest.raises(ConfigError, match=r"\[train\] must be a table"):
+        cfg.load(tmp_path / "bad2.toml")
