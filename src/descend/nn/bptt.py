@@ -1,0 +1,270 @@
+"""Back-propagation through time, written out (Deep Learning sec. 10.2.2, eqs. 10.17-10.21).
+
+BPTT is nothing but back-propagation applied to the unfolded graph of fig. 10.3
+(sec. 10.2.2: "no specialized algorithms are necessary"). This file spells the
+recursion out anyway, for two reasons:
+
+* ``rnn_bptt`` is the text's derivation as code: for the RNN of eqs. 10.8-10.11 with
+  the negative log-likelihood loss of eqs. 10.12-10.14 it returns every gradient the
+  equations define (``dL/do(t)``, ``dL/dh(t)``, and the parameter gradients), and the
+  tests check each one against autograd in float64.
+* ``tanh_rnn_backward`` and ``lstm_backward`` are the same recursions for an arbitrary
+  upstream gradient on the hidden states. ``descend.nn.RNN`` and ``descend.nn.LSTM``
+  use them as their backward pass: one short loop over time with two to five tensor
+  operations per step, instead of autograd's replay of every per-step node. That is
+  what makes the LSTM about as fast as ``torch.nn.LSTM``'s fused oneDNN kernel on CPU
+  (see benchmarks/rnn.py).
+
+Tensors here are *time-major*, ``(T, N, ...)``, so that ``h[t]`` is a contiguous
+``(N, H)`` block; the modules in ``recurrent.py`` take and return batch-first
+``(N, T, F)`` sequences and transpose at the boundary. A loop over the T time steps is
+inherent to BPTT (eq. 10.21 needs ``dL/dh(t+1)`` before ``dL/dh(t)``); nothing loops
+over the batch or over units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from descend.errors import ConfigError, ShapeError
+
+
+@dataclass
+class BPTTGradients:
+    """Every gradient of eqs. 10.17-10.21 (and the parameter gradients that follow them).
+
+    Batched over N independent sequences. With ``reduction="sum"`` the loss is
+    ``L = sum_n sum_t L_n(t)`` so eq. 10.17 (``dL/dL(t) = 1``) holds literally; with
+    ``"mean"`` every gradient is divided by N.
+
+    Attributes (shapes batch-first, as the modules use them):
+        loss: the scalar loss, eqs. 10.12-10.14.
+        y_hat: softmax outputs ``y_hat(t)`` of eq. 10.11, ``(N, T, K)``.
+        h: hidden states ``h(t)`` of eq. 10.9, ``(N, T, H)``.
+        o: ``dL/do(t)``, eq. 10.18, ``(N, T, K)``.
+        h_grad: ``dL/dh(t)``, eqs. 10.19-10.21, ``(N, T, H)`` (the total gradient,
+            through both ``o(t)`` and ``h(t+1)``).
+        a: ``dL/da(t) = diag(1 - h(t)^2) dL/dh(t)``, ``(N, T, H)``.
+        c, b, V, W, U: parameter gradients (the book's eqs. 10.22-10.28, just past the
+            end of the excerpt; they are the chain rule summed over t, because the
+            parameters are shared across time steps, sec. 10.1).
+        h0: ``dL/dh(0)``, the gradient that truncated BPTT would pass to an earlier chunk.
+    """
+
+    loss: Tensor
+    y_hat: Tensor
+    h: Tensor
+    o: Tensor
+    h_grad: Tensor
+    a: Tensor
+    c: Tensor
+    b: Tensor
+    V: Tensor
+    W: Tensor
+    U: Tensor
+    h0: Tensor
+
+
+@torch.no_grad()
+def rnn_bptt(
+    x: Tensor,
+    y: Tensor,
+    U: Tensor,
+    W: Tensor,
+    b: Tensor,
+    V: Tensor,
+    c: Tensor,
+    h0: Tensor | None = None,
+    reduction: str = "sum",
+) -> BPTTGradients:
+    """Forward eqs. 10.8-10.14, then back-propagation through time, eqs. 10.17-10.21.
+
+    Args:
+        x: inputs ``x(1..tau)``, ``(N, T, F)``.
+        y: integer targets ``y(1..tau)``, ``(N, T)``.
+        U: input-to-hidden weights ``(H, F)``; W: hidden-to-hidden ``(H, H)``;
+        b: hidden bias ``(H,)``; V: hidden-to-output ``(K, H)``; c: output bias ``(K,)``.
+        h0: initial state ``h(0)``, ``(N, H)``; zeros if None.
+        reduction: ``"sum"`` (the text's total loss over every sequence) or ``"mean"``
+            (divided by the number of sequences N, the convention of
+            ``descend.nn.sequence_nll`` and of mini-batch training).
+
+    Forward (eqs. 10.8-10.11), for t = 1..tau::
+
+        a(t) = b + W h(t-1) + U x(t)      h(t) = tanh(a(t))
+        o(t) = c + V h(t)                 y_hat(t) = softmax(o(t))
+        L = - sum_t log y_hat(t)[y(t)]                              (10.12-10.14)
+
+    Backward::
+
+        dL/dL(t) = 1                                                (10.17)
+        dL/do(t) = y_hat(t) - onehot(y(t))                          (10.18)
+        dL/dh(tau) = V^T dL/do(tau)                                 (10.19)
+        dL/dh(t) = W^T diag(1 - h(t+1)^2) dL/dh(t+1) + V^T dL/do(t) (10.20-10.21)
+
+    The excerpt prints eq. 10.21 as ``W^T (dL/dh(t+1)) diag(1 - h(t+1)^2)``; the
+    diagonal Jacobian of tanh acts on the gradient vector before ``W^T``, as written
+    above. In row-vector (batched) form ``W^T v`` is ``v @ W``. Parameter gradients::
+
+        dL/dc = sum_t dL/do(t)            dL/dV = sum_t dL/do(t) h(t)^T
+        dL/db = sum_t dL/da(t)            dL/dW = sum_t dL/da(t) h(t-1)^T
+        dL/dU = sum_t dL/da(t) x(t)^T     with dL/da(t) = diag(1 - h(t)^2) dL/dh(t)
+    """
+    if reduction not in ("sum", "mean"):
+        raise ConfigError(f"Invalid reduction: {reduction!r}; use 'sum' or 'mean'")
+    if x.dim() != 3:
+        raise ShapeError(f"x must be (batch, time, features); got shape {tuple(x.shape)}")
+    N, T, F = x.shape
+    H, K = W.shape[0], V.shape[0]
+    if y.shape != (N, T):
+        raise ShapeError(f"y must be (batch, time) = {(N, T)} to match x; got {tuple(y.shape)}")
+    if U.shape != (H, F) or W.shape != (H, H) or b.shape != (H,) or V.shape != (K, H) or c.shape != (K,):
+        raise ShapeError(
+            f"parameter shapes do not fit F={F}: need U (H, F), W (H, H), b (H,), V (K, H), c (K,); "
+            f"got U {tuple(U.shape)}, W {tuple(W.shape)}, b {tuple(b.shape)}, V {tuple(V.shape)}, c {tuple(c.shape)}"
+        )
+    h0 = x.new_zeros(N, H) if h0 is None else h0
+    xt = x.transpose(0, 1)  # (T, N, F): time-major, so xt[t] is one step of the whole batch
+
+    # Forward, eqs. 10.8-10.11. U x(t) + b for every t is one matrix product outside the loop.
+    ax = torch.einsum("tnf,hf->tnh", xt, U) + b
+    h = torch.empty(T, N, H, dtype=x.dtype, device=x.device)
+    prev = h0
+    for t in range(T):
+        h[t] = torch.tanh(ax[t] + prev @ W.T)  # eqs. 10.8-10.9
+        prev = h[t]
+    o = h @ V.T + c  # eq. 10.10
+    y_hat = torch.softmax(o, dim=2)  # eq. 10.11
+    yt = y.transpose(0, 1)
+    onehot = torch.nn.functional.one_hot(yt, K).to(x.dtype)
+    scale = 1.0 if reduction == "sum" else 1.0 / N
+    loss = -(torch.log_softmax(o, dim=2) * onehot).sum() * scale  # eqs. 10.12-10.14
+
+    # Backward. Eqs. 10.17-10.18: every L(t) enters L with weight 1 (times 1/N for "mean").
+    grad_o = (y_hat - onehot) * scale
+    direct = grad_o @ V  # V^T dL/do(t): the part of dL/dh(t) that flows through o(t)
+    grad_a, grad_h0, grad_h = tanh_rnn_backward(direct, h, W, return_h_grad=True)
+
+    h_prev = torch.cat([h0.unsqueeze(0), h[:-1]])  # h(t-1) for t = 1..tau
+    return BPTTGradients(
+        loss=loss,
+        y_hat=y_hat.transpose(0, 1),
+        h=h.transpose(0, 1),
+        o=grad_o.transpose(0, 1),
+        h_grad=grad_h.transpose(0, 1),
+        a=grad_a.transpose(0, 1),
+        c=grad_o.sum((0, 1)),
+        b=grad_a.sum((0, 1)),
+        V=torch.einsum("tnk,tnh->kh", grad_o, h),
+        W=torch.einsum("tni,tnj->ij", grad_a, h_prev),
+        U=torch.einsum("tnh,tnf->hf", grad_a, xt),
+        h0=grad_h0,
+    )
+
+
+def tanh_rnn_backward(
+    direct: Tensor,
+    h: Tensor,
+    W: Tensor,
+    grad_hT: Tensor | None = None,
+    return_h_grad: bool = False,
+):
+    """The recursion of eqs. 10.19-10.21 for any gradient arriving directly at each h(t).
+
+    Args:
+        direct: ``(T, N, H)``, the gradient on ``h(t)`` from everything except ``h(t+1)``
+            (for the network of fig. 10.3 that is ``V^T dL/do(t)``).
+        h: ``(T, N, H)``, the hidden states ``h(1..tau)`` of the forward pass.
+        W: ``(H, H)``, the hidden-to-hidden weights.
+        grad_hT: ``(N, H)`` or None, a gradient on the final state ``h(tau)`` from
+            downstream (a later truncated-BPTT chunk or a sequence-to-one head).
+        return_h_grad: also return the total ``dL/dh(t)`` for every t.
+
+    Returns:
+        ``(grad_a, grad_h0)`` (plus ``grad_h`` if asked): ``grad_a[t] = dL/da(t)``, from
+        which every parameter gradient is one batched product, and ``dL/dh(0)``.
+
+    Two tensor operations per time step: ``dL/da(t) = dL/dh(t) * (1 - h(t)^2)`` and
+    ``dL/dh(t-1) = direct(t-1) + W^T dL/da(t)`` (one fused ``addmm``).
+    """
+    T = h.shape[0]
+    dtanh = 1.0 - h * h  # diag(1 - h(t)^2) for every t at once
+    grad_a = torch.empty_like(h)
+    grad_h = torch.empty_like(h) if return_h_grad else None
+    gh = direct[T - 1] if grad_hT is None else direct[T - 1] + grad_hT  # eq. 10.19
+    for t in range(T - 1, -1, -1):
+        if grad_h is not None:
+            grad_h[t] = gh
+        torch.mul(gh, dtanh[t], out=grad_a[t])
+        if t > 0:
+            gh = torch.addmm(direct[t - 1], grad_a[t], W)  # eqs. 10.20-10.21
+    grad_h0 = grad_a[0] @ W
+    if return_h_grad:
+        return grad_a, grad_h0, grad_h
+    return grad_a, grad_h0
+
+
+def lstm_backward(
+    direct: Tensor,
+    acts: Tensor,
+    s: Tensor,
+    tanh_s: Tensor,
+    W: Tensor,
+    grad_hT: Tensor | None = None,
+    grad_sT: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Back-propagation through time for the LSTM of sec. 10.10 (see ``descend.nn.LSTM``).
+
+    Args:
+        direct: ``(T, N, H)``, gradient arriving at each output ``h(t)`` from outside
+            the recurrence.
+        acts: ``(T, N, 4H)``, the gate activations of the forward pass in the block
+            order ``[g, f, z, q]``: input gate, forget gate, cell input (tanh), output gate.
+        s: ``(T+1, N, H)``, the cell states ``s(0..tau)``.
+        tanh_s: ``(T, N, H)``, ``tanh(s(1..tau))``.
+        W: ``(4H, H)``, recurrent weights.
+        grad_hT, grad_sT: gradients on the final ``h(tau)``, ``s(tau)`` from downstream.
+
+    Returns:
+        ``(grad_pre, grad_h0, grad_s0)``: ``grad_pre[t]`` is dL/d(pre-activation of every
+        gate) ``(N, 4H)``, from which the weight gradients are batched products.
+
+    With ``h(t) = q * tanh(s(t))`` and ``s(t) = f * s(t-1) + g * z``::
+
+        dL/ds(t)   += dL/dh(t) * q * (1 - tanh(s(t))^2)
+        dL/dpre_g   = dL/ds(t) * z * g (1 - g)       dL/dpre_f = dL/ds(t) * s(t-1) * f (1 - f)
+        dL/dpre_z   = dL/ds(t) * g * (1 - z^2)       dL/dpre_q = dL/dh(t) * tanh(s(t)) * q (1 - q)
+        dL/ds(t-1)  = dL/ds(t) * f                   dL/dh(t-1) = direct(t-1) + W^T dL/dpre(t)
+
+    Every factor that does not depend on the gradient is computed for all t at once
+    before the loop, leaving five tensor operations per step.
+    """
+    T, N, H4 = acts.shape
+    H = H4 // 4
+    g, f, z, q = acts.chunk(4, dim=2)
+    # Coefficients of dL/ds(t) in the pre-activation gradients of gates g, f and z, laid
+    # out (T, N, 3, H) like the first three blocks of grad_pre. Written with in-place
+    # fused ops (a - a*b as addcmul(a, a, b, value=-1)): these are the only passes over
+    # whole (T, N, H) arrays, and memory traffic is what they cost.
+    ds_coef = torch.empty(T, N, 3, H, dtype=acts.dtype, device=acts.device)
+    torch.addcmul(g, g, g, value=-1, out=ds_coef[:, :, 0]).mul_(z)  # z g (1 - g)
+    torch.addcmul(f, f, f, value=-1, out=ds_coef[:, :, 1]).mul_(s[:-1])  # s(t-1) f (1 - f)
+    torch.addcmul(g, g, z * z, value=-1, out=ds_coef[:, :, 2])  # g (1 - z^2)
+    dh_coef = torch.addcmul(q, q, q, value=-1).mul_(tanh_s)  # dL/dh(t) -> dL/dpre_q: tanh(s) q (1 - q)
+    dh_to_ds = torch.addcmul(q, q, tanh_s * tanh_s, value=-1)  # dL/dh(t) -> dL/ds(t): q (1 - tanh(s)^2)
+    grad_pre = torch.empty_like(acts)
+    blocks = grad_pre.view(T, N, 4, H)
+    dh = direct[T - 1] if grad_hT is None else direct[T - 1] + grad_hT
+    ds = torch.zeros_like(dh) if grad_sT is None else grad_sT
+    for t in range(T - 1, -1, -1):
+        ds = torch.addcmul(ds, dh, dh_to_ds[t])
+        torch.mul(ds_coef[t], ds.unsqueeze(1), out=blocks[t, :, :3])
+        torch.mul(dh_coef[t], dh, out=blocks[t, :, 3])
+        ds = ds * f[t]
+        if t > 0:
+            dh = torch.addmm(direct[t - 1], grad_pre[t], W)
+    grad_h0 = grad_pre[0] @ W
+    return grad_pre, grad_h0, ds
