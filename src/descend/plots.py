@@ -2,11 +2,11 @@
 
 * learning curves: loss and accuracy per epoch (training, validation, test);
 * a grid of misclassified test images, each labelled ``true -> predicted``;
-* the confusion matrix of the test set;
-* the kernels of a conv layer (first-layer filters).
+* the confusion matrix of the test set.
 
-Every picture is written atomically (to a temporary file, then renamed). matplotlib is
-imported lazily with the Agg backend, so nothing here needs a screen.
+Kernels and feature maps of conv layers are drawn by :mod:`descend.viz`, with the same
+two helpers: :func:`figure` (a matplotlib Figure on an Agg canvas, so nothing needs a
+screen or pyplot's global state) and :func:`save` (PNG, written atomically).
 """
 
 from __future__ import annotations
@@ -20,28 +20,29 @@ import torch
 from descend.io import atomic_path
 
 
-def _pyplot():
-    import matplotlib
+def figure(width: float, height: float):
+    """A matplotlib Figure on an Agg canvas: no global pyplot state, no display needed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
 
-    return plt
 
-
-def _save(fig, path: str | Path) -> Path:
+def save(fig, path: str | Path) -> Path:
+    """Write ``fig`` as PNG to ``path`` atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
     return path
 
 
 def learning_curves(history: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
     """Loss (left) and accuracy (right) per epoch from the Trainer's history."""
-    plt = _pyplot()
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = figure(10, 3.8)
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for key, label in (("train_loss", "training"), ("val_loss", "validation"), ("test_loss", "test")):
         if history and key in history[0]:
             ax_loss.plot(epochs, [h[key] for h in history], marker="o", ms=3, label=label)
@@ -56,7 +57,7 @@ def learning_curves(history: Sequence[dict[str, Any]], path: str | Path, title: 
             ax.legend()
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def misclassified(
@@ -68,11 +69,11 @@ def misclassified(
     limit: int = 64,
 ) -> Path:
     """A grid of the first ``limit`` misclassified images, titled ``true -> predicted``."""
-    plt = _pyplot()
     wrong = (predictions != labels).nonzero().flatten()[:limit]
     cols = 8
     rows = max(1, math.ceil(len(wrong) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.35), squeeze=False)
+    fig = figure(cols * 1.2, rows * 1.35)
+    axes = fig.subplots(rows, cols, squeeze=False)
     name = (lambda c: classes[c]) if classes else str
     for ax in axes.flat:
         ax.axis("off")
@@ -83,7 +84,7 @@ def misclassified(
         ax.set_title(f"{name(int(labels[i]))}\u2192{name(int(predictions[i]))}", fontsize=8)
     total = int((predictions != labels).sum())
     fig.suptitle(f"{total} misclassified of {len(labels)} (true\u2192predicted)", fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -96,10 +97,10 @@ def confusion_matrix_plot(
     labels: torch.Tensor, predictions: torch.Tensor, path: str | Path, classes: Sequence[str] = ()
 ) -> Path:
     """The confusion matrix as a heat map with the counts written in each cell."""
-    plt = _pyplot()
     k = len(classes) or int(max(labels.max(), predictions.max())) + 1
     m = confusion_matrix(labels, predictions, k)
-    fig, ax = plt.subplots(figsize=(0.55 * k + 2, 0.55 * k + 1.5))
+    fig = figure(0.55 * k + 2, 0.55 * k + 1.5)
+    ax = fig.subplots()
     ax.imshow(torch.log1p(m.float()).numpy(), cmap="Blues")
     for t in range(k):
         for p in range(k):
@@ -110,24 +111,5 @@ def confusion_matrix_plot(
     ax.set_xticks(range(k), names, rotation=90 if max(map(len, names)) > 2 else 0)
     ax.set_yticks(range(k), names)
     ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (test)")
-    return _save(fig, path)
+    return save(fig, path)
 
-
-def filters(weight: torch.Tensor, path: str | Path, title: str = "filters") -> Path:
-    """The kernels of a conv layer, weight (maps, channels, k, k), one tile per map.
-
-    Multi-channel kernels show their mean over input channels; each tile is scaled to
-    its own range, so its pattern, not its size, is visible.
-    """
-    plt = _pyplot()
-    w = weight.detach().float().cpu()
-    w = w.mean(dim=1) if w.ndim == 4 else w
-    cols = min(10, len(w))
-    rows = math.ceil(len(w) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, k in zip(axes.flat, w):
-        ax.imshow(k.numpy(), cmap="gray", interpolation="nearest")
-    fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
