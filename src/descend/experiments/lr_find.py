@@ -1,0 +1,153 @@
+"""Choosing the learning rate by a short validation sweep (Deep Learning sec. 8.3.1, 8.5.4; SPEC O15).
+
+"The learning rate may be chosen by trial and error, but it is usually best to choose it
+by monitoring learning curves that plot the objective function as a function of time"
+(sec. 8.3.1), and validation error is the arbiter of such choices (sec. 8.4 treats the
+initial scale the same way). The heuristic: train the model briefly (one epoch on part of the data) at learning rates
+spaced evenly on a log scale, and keep the one with the best validation score (larger
+rates diverge, smaller ones crawl). :func:`validation_sweep` does that for any model
+factory; ``descend experiment lr-find`` runs it for an MLP on MNIST, then checks the
+choice by training for longer with the chosen rate and with rates 10x smaller and 10x
+larger, on the same budget.
+
+Writes ``lr_find.png`` (validation loss and accuracy against the learning rate),
+``lr_find.json`` and ``lr_find.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from descend.data import Splits
+from descend.errors import ConfigError, Diverged
+from descend.experiments._heuristics import add_data_arguments, fit, load, mlp, pct, report, settings, single_thread
+
+DESCRIPTION = "sec. 8.3.1/O15: choose the learning rate by a short validation sweep, then check the choice"
+
+BUDGETS = {
+    "cpu": {"train_limit": 5_000, "eval_limit": 2_000, "sweep_epochs": 1, "epochs": 4, "points": 9},
+    "full": {"train_limit": None, "eval_limit": None, "sweep_epochs": 1, "epochs": 15, "points": 13},
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_arguments(parser)
+    parser.add_argument("--min-lr", type=float, default=1e-3)
+    parser.add_argument("--max-lr", type=float, default=10.0)
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--metric", choices=("val_accuracy", "val_loss"), default="val_accuracy")
+
+
+def log_grid(low: float, high: float, points: int) -> list[float]:
+    """``points`` learning rates evenly spaced in log from ``low`` to ``high``."""
+    if not (0 < low < high) or points < 2:
+        raise ConfigError(f"a learning-rate sweep needs 0 < min < max and >= 2 points, got {low}, {high}, {points}")
+    return [low * (high / low) ** (i / (points - 1)) for i in range(points)]
+
+
+def validation_sweep(
+    make_model: Callable[[], nn.Module],
+    splits: Splits,
+    lrs: Sequence[float],
+    *,
+    epochs: int = 1,
+    metric: str = "val_accuracy",
+    seed: int = 0,
+    **fit_options: Any,
+) -> tuple[float, list[dict[str, Any]]]:
+    """Train ``make_model()`` for ``epochs`` at each learning rate; return the best rate by
+    ``metric`` on the validation set (max for accuracies, min for losses) and every result.
+    A run whose loss diverges counts as the worst."""
+    if splits.val is None or not len(splits.val):
+        raise ConfigError("a validation sweep needs a validation set (use the nndl split)")
+    results = []
+    for lr in lrs:
+        torch.manual_seed(seed)
+        try:
+            history, seconds = fit(make_model(), splits, epochs=epochs, lr=lr, seed=seed, evaluate_test=False,
+                                   **fit_options)
+            last = history[-1]
+            results.append({"lr": lr, "diverged": not math.isfinite(last.get("val_loss", math.nan)),
+                            "val_loss": last.get("val_loss"), "val_accuracy": last.get("val_accuracy"),
+                            "train_loss": last["train_loss"], "seconds": seconds})
+        except Diverged:
+            results.append({"lr": lr, "diverged": True, "val_loss": None, "val_accuracy": None, "train_loss": None})
+    alive = [r for r in results if not r["diverged"]]
+    if not alive:
+        raise ConfigError(f"every learning rate of the sweep diverged ({', '.join(f'{lr:g}' for lr in lrs)}); "
+                          "sweep smaller rates")
+    sign = -1.0 if "loss" in metric else 1.0
+    best = max(alive, key=lambda r: sign * r[metric])
+    return best["lr"], results
+
+
+def run(args: argparse.Namespace) -> int:
+    s = settings(args, BUDGETS)
+    say = (lambda *a: None) if args.quiet else print
+    metric, momentum = getattr(args, "metric", "val_accuracy"), getattr(args, "momentum", 0.9)
+    lrs = log_grid(getattr(args, "min_lr", 1e-3), getattr(args, "max_lr", 10.0), s["points"])
+    splits = load(args, s["train_limit"], s["eval_limit"])
+    sizes = [int(torch.tensor(splits.input_shape).prod()), 100, splits.num_classes]
+    with single_thread():
+        best, sweep = validation_sweep(lambda: mlp(sizes), splits, lrs, epochs=s["sweep_epochs"], metric=metric,
+                                       seed=args.seed, momentum=momentum)
+        checks = []
+        for factor in (0.1, 1.0, 10.0):
+            lr = best * factor
+            torch.manual_seed(args.seed)
+            try:
+                history, seconds = fit(mlp(sizes), splits, epochs=s["epochs"], lr=lr, momentum=momentum, seed=args.seed)
+                checks.append({"lr": lr, "factor": factor, "history": history, "seconds": seconds})
+            except Diverged:
+                checks.append({"lr": lr, "factor": factor, "history": None})
+    rows1 = [["lr", "train loss", "val loss", "val acc", ""]]
+    for r in sweep:
+        mark = "<- chosen" if r["lr"] == best else ""
+        rows1.append([f"{r['lr']:.3g}", "diverged" if r["diverged"] else f"{r['train_loss']:.4f}",
+                      "-" if r["diverged"] else f"{r['val_loss']:.4f}", pct(r["val_accuracy"]), mark])
+    rows2 = [["lr", "relative to chosen", f"val acc epoch {s['epochs']}", f"test acc epoch {s['epochs']}"]]
+    for c in checks:
+        h = c["history"]
+        rows2.append([f"{c['lr']:.3g}", f"x{c['factor']:g}", "diverged" if h is None else pct(h[-1].get("val_accuracy")),
+                      "diverged" if h is None else pct(h[-1].get("test_accuracy"))])
+    say(f"chosen learning rate: {best:.3g} (best {metric} after {s['sweep_epochs']} epoch(s))")
+    _plot(sweep, best, args.run_dir / "lr_find.png")
+    intro = [
+        f"MLP {'-'.join(map(str, sizes))} (ReLU), SGD with momentum {momentum}, batch 64, {len(splits.train)} "
+        f"training examples. Sweep: {s['points']} rates from {lrs[0]:g} to {lrs[-1]:g}, {s['sweep_epochs']} "
+        f"epoch(s) each, chosen by {metric}. Check: {s['epochs']} epochs at the chosen rate and 10x either side.",
+    ]
+    report(args, "lr_find", "lr-find: the learning rate from a short validation sweep", intro,
+           [("Sweep", rows1), ("Longer training at the chosen rate and 10x either side", rows2)],
+           {"settings": s, "metric": metric, "chosen_lr": best, "sweep": sweep, "checks": checks},
+           images=["lr_find.png"], say=say)
+    return 0
+
+
+def _plot(sweep: list[dict], best: float, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from descend.io import atomic_path
+
+    ok = [r for r in sweep if not r["diverged"]]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a.semilogx([r["lr"] for r in ok], [r["val_loss"] for r in ok], "o-")
+    a.set_ylabel("validation loss")
+    b.semilogx([r["lr"] for r in ok], [100 * r["val_accuracy"] for r in ok], "o-")
+    b.set_ylabel("validation accuracy (%)")
+    for ax in (a, b):
+        ax.axvline(best, color="r", ls="--", lw=1)
+        ax.set_xlabel("learning rate")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

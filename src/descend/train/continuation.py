@@ -1,0 +1,140 @@
+"""Continuation methods, Deep Learning sec. 8.7.6: a sequence of objectives J^(0), ..., J^(n)
+made easier by blurring, the last being the true cost J.
+
+"These continuation methods would construct easier cost functions by 'blurring' the
+original cost function. This blurring operation can be done by approximating
+
+    J^(i)(theta) = E_{theta' ~ N(theta', theta, sigma^(i)2)} J(theta')          (eq. 8.40)
+
+via sampling." The gradient of the blurred cost is the average gradient at perturbed
+parameters, grad J^(i)(theta) = E_eps[grad J(theta + sigma eps)], which is what
+:class:`Continuation` estimates on each minibatch: add sigma * N(0, I) noise to every
+parameter, back-propagate, take the noise away again, step (averaging ``samples`` draws).
+With ``target="inputs"`` the inputs are blurred instead of the parameters (noise
+injection on x), another smoothing of the objective.
+
+:class:`ContinuationSchedule` is the sequence sigma^(0) >= sigma^(1) >= ... >= sigma^(n) = 0,
+each held for ``epochs_per_stage`` epochs: early epochs minimize a heavily smoothed cost
+("well behaved over more of theta space"), the last ones the true cost. Continuation
+"is also closely related to simulated annealing, which adds noise to the parameters".
+
+The parameter-noise step computes the loss in full precision (no autocast) and steps the
+optimizer itself. Use it as the Trainer's ``batch_step``::
+
+    cont = Continuation(ContinuationSchedule.linear(0.05, stages=4, epochs_per_stage=2))
+    Trainer(model, opt, data, epochs=10, batch_step=cont).fit()
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from descend.errors import ConfigError
+
+
+class ContinuationSchedule:
+    """sigma for each epoch: ``sigmas[i]`` during stage i (``epochs_per_stage`` epochs each),
+    then the last value (which must be 0: the final objective is the true J)."""
+
+    def __init__(self, sigmas: Sequence[float], epochs_per_stage: int = 1) -> None:
+        sigmas = [float(s) for s in sigmas]
+        if not sigmas or any(s < 0 for s in sigmas):
+            raise ConfigError(f"continuation sigmas must be a non-empty list of numbers >= 0, got {sigmas}")
+        if any(b > a for a, b in zip(sigmas, sigmas[1:])):
+            raise ConfigError(f"continuation sigmas must not increase (each objective harder than the last), got {sigmas}")
+        if sigmas[-1] != 0:
+            raise ConfigError(f"the last continuation sigma must be 0 (the true cost J), got {sigmas[-1]}")
+        if not isinstance(epochs_per_stage, int) or epochs_per_stage < 1:
+            raise ConfigError(f"epochs_per_stage must be an integer >= 1, got {epochs_per_stage!r}")
+        self.sigmas, self.epochs_per_stage = sigmas, epochs_per_stage
+
+    @classmethod
+    def linear(cls, sigma0: float, stages: int, epochs_per_stage: int = 1) -> "ContinuationSchedule":
+        """sigma^(i) = sigma0 (1 - i / stages), i = 0..stages."""
+        if stages < 1:
+            raise ConfigError(f"stages must be >= 1, got {stages}")
+        return cls([sigma0 * (1 - i / stages) for i in range(stages + 1)], epochs_per_stage)
+
+    @classmethod
+    def geometric(cls, sigma0: float, stages: int, ratio: float = 0.5, epochs_per_stage: int = 1) -> "ContinuationSchedule":
+        """sigma^(i) = sigma0 ratio^i for i < stages, then 0."""
+        if stages < 1 or not 0 < ratio < 1:
+            raise ConfigError(f"need stages >= 1 and 0 < ratio < 1, got {stages}, {ratio}")
+        return cls([sigma0 * ratio**i for i in range(stages)] + [0.0], epochs_per_stage)
+
+    def stage(self, epoch: int) -> int:
+        return min((epoch - 1) // self.epochs_per_stage, len(self.sigmas) - 1)
+
+    def __call__(self, epoch: int) -> float:
+        return self.sigmas[self.stage(epoch)]
+
+    def __repr__(self) -> str:
+        return f"ContinuationSchedule(sigmas={self.sigmas}, epochs_per_stage={self.epochs_per_stage})"
+
+
+class Continuation:
+    """A Trainer ``batch_step`` that descends the blurred objective of eq. 8.40.
+
+    Args:
+        schedule: epoch -> sigma (a :class:`ContinuationSchedule` or any callable).
+        target: ``"parameters"`` (eq. 8.40) or ``"inputs"``.
+        samples: noise draws averaged per minibatch (Monte Carlo estimate of the expectation).
+        seed: with the step count, determines the noise (reproducible, also after resume).
+    """
+
+    def __init__(self, schedule: Callable[[int], float], target: str = "parameters", samples: int = 1,
+                 seed: int = 0) -> None:
+        if target not in ("parameters", "inputs"):
+            raise ConfigError(f"continuation target must be 'parameters' or 'inputs', got {target!r}")
+        if not isinstance(samples, int) or samples < 1:
+            raise ConfigError(f"samples must be an integer >= 1, got {samples!r}")
+        self.schedule, self.target, self.samples, self.seed = schedule, target, samples, int(seed)
+        self.last_sigma = None
+
+    def _generator(self, step: int) -> torch.Generator:
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 31 + 17)
+
+    def __call__(self, trainer, x: Tensor, y: Tensor) -> Tensor:
+        sigma = float(self.schedule(trainer.epoch + 1))
+        self.last_sigma = sigma
+        if sigma == 0.0:
+            return trainer.step(x, y)  # the true objective J^(n) = J
+        generator = self._generator(trainer.global_step)
+        if self.target == "inputs":
+            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+            return trainer.step(x + sigma * noise, y)
+        if trainer.needs_closure:
+            raise ConfigError("parameter-noise continuation needs a plain first-order optimizer (no closure)")
+        if getattr(trainer, "scaler", None) is not None:
+            raise ConfigError("parameter-noise continuation computes in full precision; use amp = 'none' or 'bf16'")
+        params = [p for p in trainer.model.parameters() if p.requires_grad]
+        trainer.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=x.device)
+        for _ in range(self.samples):
+            noise = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in params]
+            torch._foreach_mul_(noise, sigma)
+            with torch.no_grad():
+                torch._foreach_add_(params, noise)  # theta' = theta + sigma eps
+            try:
+                loss = trainer.compute_loss(x, y) / self.samples
+                loss.backward()  # gradients accumulate: the average of grad J(theta')
+            finally:
+                with torch.no_grad():
+                    torch._foreach_sub_(params, noise)  # back to theta
+            total += loss.detach()
+        trainer.optimizer.step()
+        return total
+
+    def __repr__(self) -> str:
+        return f"Continuation({self.schedule!r}, target={self.target!r}, samples={self.samples})"
+
+
+def blurred(objective: Callable[[Tensor], Tensor], theta: Tensor, sigma: float, samples: int = 1000,
+            generator: torch.Generator | None = None) -> Tensor:
+    """Monte Carlo estimate of eq. 8.40, E_{theta' ~ N(theta, sigma^2 I)} J(theta'), for a
+    function ``objective`` of a parameter tensor (for plots and small demonstrations)."""
+    eps = torch.randn((samples, *theta.shape), generator=generator, dtype=theta.dtype)
+    return torch.stack([objective(theta + sigma * e) for e in eps]).mean(0)
