@@ -46,7 +46,7 @@ def _offline_and_isolated_cache(tmp_path_factory, monkeypatch):
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     """The folder holding mnist/; skips the test when MNIST is not available."""
     if MNIST_ROOT is None:

@@ -102,3 +102,37 @@ def test_mnist_smoke_2000_digits(tmp_path, mnist_dir):
     descend("train", "--set", "data.limit=2000", "--set", "data.eval_limit=2000", "--set", "model.hidden=[100]",
             "--set", "train.batch_size=32", "--epochs", "2", "--data-dir", mnist_dir, "--run-dir", run, "--quiet", check_code=0)
     assert json.loads((run / "results.json").read_text())["test_accuracy"] > 0.90
+
+
+def test_nproc_trains_ensemble_members_in_parallel_processes(tmp_path):
+    """``--ensemble 2 --nproc 2``: torchrun starts 2 processes, each trains one member alone.
+    Oracle: the same two networks trained one after the other in this process."""
+    pytest.importorskip("sklearn")
+    import torch
+    from safetensors.torch import load_file
+
+    from descend import config as cfg
+    from descend import runs
+
+    run = tmp_path / "ens"
+    r = descend("train", *SMALL_DIGITS, "--epochs", "1", "--ensemble", "2", "--nproc", "2", "--run-dir", run,
+                "--quiet", check_code=0)
+    assert "test accuracy" in r.stdout and "Traceback" not in r.stderr
+    results = json.loads((run / "results.json").read_text())
+    assert [m["member"] for m in results["members"]] == ["member-1", "member-2"]
+    config = cfg.load(run / "config.toml")
+    splits = runs.load_data(config)
+    for i in (1, 2):
+        trainer = runs.build_trainer(config, splits, None, config.seed + i - 1, data_parallel=False)
+        trainer.fit()
+        weights = load_file(str(run / f"member-{i}" / "model.safetensors"))
+        for key, value in trainer.model.state_dict().items():
+            assert torch.allclose(value.double(), weights[key].double(), atol=1e-5), (i, key)
+
+
+def test_nproc_is_checked(tmp_path, monkeypatch):
+    r = descend("train", "--nproc", "0", cwd=tmp_path)
+    assert r.returncode == 2 and "must be >= 1" in r.stderr
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    r = descend("train", "--nproc", "2", cwd=tmp_path)
+    assert r.returncode == 2 and "under torchrun, leave it out" in r.stderr

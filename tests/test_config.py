@@ -70,3 +70,30 @@ def test_bad_files(tmp_path):
     (tmp_path / "bad2.toml").write_text("train = 3")
     with pytest.raises(ConfigError, match=r"\[train\] must be a table"):
         cfg.load(tmp_path / "bad2.toml")
+
+
+def test_device_precision_and_data_parallel_keys():
+    c = cfg.load()
+    assert c.device == "auto"  # CUDA when present, else the CPU
+    assert c.train.amp == "none" and c.train.channels_last == "auto" and c.train.sync_batchnorm is False
+    c = cfg.load(overrides=["device=cuda:1", "train.amp=bf16", "train.sync_batchnorm=true",
+                            "train.channels_last=off", "train.dist_timeout=60"])
+    assert (c.device, c.train.amp, c.train.sync_batchnorm, c.train.channels_last) == ("cuda:1", "bf16", True, "off")
+    assert c.train.dist_timeout == 60.0
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("device=gpu", "use auto, cpu, cuda or cuda:N"),
+        ("device=cuda:x", "use auto, cpu, cuda or cuda:N"),
+        ("device=cpu:0", "use auto, cpu, cuda or cuda:N"),
+        ("train.amp=fp8", "choose one of none, bf16, fp16"),
+        ("train.channels_last=yes", "choose one of auto, on, off"),
+        ("train.sync_batchnorm=1", "must be true or false"),
+        ("train.dist_timeout=0", "out of range"),
+    ],
+)
+def test_bad_device_and_precision_values(override, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        cfg.load(overrides=[override])

@@ -1,9 +1,11 @@
 """The ``descend`` command (SPEC S1, S2, S8).
 
     descend train [--config run.toml] [--set key=value ...] [--resume RUN_DIR] ...
+    descend train --nproc N ...           (data-parallel on N processes, via torchrun)
     descend evaluate RUN_DIR
     descend predict RUN_DIR IMAGE...
     descend experiment NAME [options]     (descend experiment --list)
+    descend bench                         Trainer overhead vs a hand-written loop
     descend --version
 
 Every descend error (bad config, missing data, diverging loss, ...) is printed as one
@@ -18,7 +20,7 @@ import sys
 from pathlib import Path
 
 from descend import __version__
-from descend.errors import ConfigError, DataError, DescendError
+from descend.errors import ConfigError, DescendError, DistributedError
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -47,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="shortcut for --set seed=N")
     p.add_argument("--ensemble", type=int, metavar="N", help="train N networks (seeds seed..seed+N-1) and combine them")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (shortcut for --set device=...)")
+    p.add_argument("--amp", choices=("none", "bf16", "fp16"),
+                   help="mixed precision for training (shortcut for --set train.amp=...)")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train on N processes of this machine (torchrun --standalone): data-parallel, "
+                   "or N ensemble members at a time with --ensemble")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as TOML and exit")
     _add_common(p)
 
@@ -59,6 +66,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--json", action="store_true", help="print the predictions as JSON")
+
+    p = sub.add_parser("bench", help="training-loop overhead vs a hand-written PyTorch loop, and throughput",
+                       description="Time one epoch of the configured model (default: Nielsen's final network) "
+                       "through descend's Trainer and through a hand-written PyTorch loop, per batch size.")
+    p.add_argument("--config", metavar="FILE", help="take the model from this run config")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 64, 256], metavar="B")
+    p.add_argument("--images", type=int, default=2048, help="images per timed epoch")
+    p.add_argument("--repeats", type=int, default=5, help="alternating timings per batch size (medians reported)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
     p = sub.add_parser("experiment", help="run one of the texts' experiments (--list shows them)")
     p.add_argument("name", nargs="?", metavar="NAME")
@@ -101,9 +118,11 @@ def _experiment(argv: list[str]) -> int:
 def _train(args: argparse.Namespace) -> int:
     from descend import config as cfg
     from descend import runs
+    from descend.train import distributed
 
     overrides = list(args.overrides)
-    for flag, key in (("epochs", "train.epochs"), ("seed", "seed"), ("ensemble", "train.ensemble"), ("device", "device")):
+    for flag, key in (("epochs", "train.epochs"), ("seed", "seed"), ("ensemble", "train.ensemble"), ("device", "device"),
+                      ("amp", "train.amp")):
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
@@ -124,10 +143,69 @@ def _train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(cfg.to_toml(config), end="")
         return 0
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise ConfigError(f"--nproc {args.nproc}: the number of processes must be >= 1")
+        if distributed.launched_world_size() > 1:
+            raise ConfigError("--nproc starts torchrun itself; under torchrun, leave it out")
+        if args.nproc > 1:
+            if run_dir is None and not args.resume and not config.run_dir:
+                run_dir = runs.default_run_dir()  # chosen once, for all processes
+            device = runs.resolve_device(config.device)
+            if device.type == "cuda" and config.train.ensemble == 1:
+                import torch
+
+                if args.nproc > torch.cuda.device_count():
+                    raise ConfigError(
+                        f"--nproc {args.nproc}: data-parallel processes need one GPU each and this machine has "
+                        f"{torch.cuda.device_count()}; use --nproc {torch.cuda.device_count()}, or --device cpu"
+                    )
+            target = run_dir or Path(config.run_dir or ".")
+            if not args.resume and (target / runs.CONFIG).exists():  # refused once, not by every process
+                raise ConfigError(f"{target} already holds a run; choose another run_dir or use --resume {target}")
+            return _launch(args.nproc, args.argv, None if args.resume else run_dir)
     run_dir, results = runs.train(config, run_dir, resume=bool(args.resume))
-    _print_results(results)
-    print(f"run directory: {run_dir}")
+    if distributed.launched_rank() == 0:
+        _print_results(results)
+        print(f"run directory: {run_dir}")
     return 0
+
+
+def _launch(nproc: int, argv: list[str], run_dir: Path | None) -> int:
+    """``descend train --nproc N ...`` = ``torchrun --standalone --nproc-per-node N -m descend train ...``."""
+    import os
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    rest = _without_option(argv, "--nproc")
+    if run_dir is not None and "--run-dir" not in rest:
+        rest += ["--run-dir", str(run_dir)]
+    # torchrun would set 1 thread per process; share the cores out instead.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    targs = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "descend", *rest])
+    try:
+        run(targs)
+    except ChildFailedError as exc:
+        rank, failure = min(exc.failures.items())
+        raise DistributedError(
+            f"{len(exc.failures)} of the {nproc} processes failed (first: rank {rank}, exit status "
+            f"{failure.exitcode}); their messages are above"
+        ) from None
+    return 0
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """``argv`` without ``name VALUE`` / ``name=VALUE``."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == name:
+            skip = True
+        elif not item.startswith(name + "="):
+            out.append(item)
+    return out
 
 
 def _print_results(results: dict) -> None:
@@ -169,6 +247,23 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from descend import bench
+    from descend import config as cfg
+    from descend import runs
+    from descend.io import atomic_write_json
+
+    if min(args.batch_sizes) < 1 or args.images < 1 or args.repeats < 1:
+        raise ConfigError("--batch-sizes, --images and --repeats must be positive")
+    config = cfg.load(args.config, args.overrides)
+    shape = (1, 28, 28)
+    result = bench.run(lambda: runs.build_model(config, shape, 10), shape, args.batch_sizes, args.images, args.repeats)
+    print(bench.table(result))
+    if args.json:
+        atomic_write_json(args.json, result)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -176,10 +271,12 @@ def main(argv: list[str] | None = None) -> int:
             return _experiment(argv[1:])
         parser = _parser()
         args = parser.parse_args(argv)
+        args.argv = list(argv)  # the --nproc launcher passes them on
         if args.command is None:
             parser.print_help()
             return 0
-        return {"train": _train, "evaluate": _evaluate, "predict": _predict}[args.command](args)
+        commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "bench": _bench}
+        return commands[args.command](args)
     except DescendError as exc:
         print(f"descend: error: {exc}", file=sys.stderr)
         return 2

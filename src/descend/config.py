@@ -1,16 +1,20 @@
 """Run configurations: TOML files validated against a schema (SPEC S2).
 
-A config has top-level keys and five tables::
+A config has top-level keys and six tables::
 
     seed = 0
     run_dir = ""                   # "" -> runs/<date-time>
-    device = "cpu"                 # "auto", "cpu", "cuda", "cuda:N"
+    device = "auto"                # "auto" (CUDA if present, else CPU), "cpu", "cuda", "cuda:N"
 
     [data]      dataset, split, data_dir, path, limit, eval_limit, augment, max_shift, expand
     [model]     name = "nielsen", then the model's own options (conv, hidden, dropout, ...)
     [optimizer] name = "nesterov", then the optimizer's hyperparameters (lr, momentum, ...)
     [schedule]  name = "onecycle", then the schedule's options
     [train]     epochs, batch_size, eval_batch_size, early_stopping, average, ...
+    [init]      scheme, gain, nonlinearity, sparse_k, hidden_bias, output_bias, lsuv_batch
+
+``init = "orthogonal"`` is short for ``[init] scheme = "orthogonal"`` (sec. 8.4 schemes of
+``descend.init``; "default" keeps each layer's own initialization).
 
 ``optimizer = "adam"`` (a string) is short for ``[optimizer] name = "adam"``; the same
 for ``model`` and ``schedule``. The fixed tables are dataclasses below; the options of
@@ -48,9 +52,14 @@ class DataConfig:
     path: str = ""
     limit: int = 0
     eval_limit: int = 0
-    augment: str = "shift"
+    augment: str = "shift"  # none | shift | affine | elastic (descend.data.transforms)
     max_shift: int = 2
     expand: bool = False
+    flip: bool = False  # random left-right mirroring (not for digits)
+    color_jitter: float = 0.0  # AlexNet PCA colour jitter std (0.1 in the paper); 0: off
+    tta: str = "none"  # test-time augmentation: none | flip | five-crop | ten-crop
+    preprocess: str = "none"  # none | center | standardize | pca | zca, fitted on training data
+    whiten_eps: float = 0.01  # added to variances / eigenvalues by preprocess
 
 
 @dataclass
@@ -67,19 +76,43 @@ class TrainConfig:
     combine: str = "average"
     evaluate_test: bool = True
     checkpoint: bool = True
+    amp: str = "none"  # mixed precision of the training forward pass: none | bf16 | fp16
+    channels_last: str = "auto"  # auto (on for CUDA with convolutions) | on | off
+    sync_batchnorm: bool = False  # data-parallel: global-batch statistics instead of per-rank
+    dist_timeout: float = 300.0  # seconds a collective waits for the other processes
+    loss: str = "cross-entropy"  # cross-entropy | sigmoid-cross-entropy | quadratic (descend.losses)
+    decay_biases: bool = True  # false: the optimizer's weight_decay spares the biases (CS189)
+    bagging: bool = False  # each (ensemble) network trains on its own bootstrap resample
+    curriculum: str = "none"  # none | deterministic | stochastic (descend.train.curriculum)
+    curriculum_scores: str = ""  # .npy of one difficulty per training example; "": a linear probe's loss
+    curriculum_ramp: int = 0  # epochs until all data is in use; 0: half of the epochs
+    emphasis: str = "none"  # none | loss | misclassified | rare-class
+    emphasis_floor: float = 0.2  # the smallest sampling weight, relative to the mean
+
+
+@dataclass
+class InitConfig:
+    scheme: str = "default"  # descend.init.SCHEMES
+    gain: float = 0.0  # 0: the scheme's gain for the nonlinearity
+    nonlinearity: str = ""  # "": the model's activation option, if it has one, else linear
+    sparse_k: int = 15
+    hidden_bias: float = 0.0  # 0.1 for ReLU units (sec. 8.4)
+    output_bias: str = "zero"  # zero | marginals (softmax(b) = class frequencies)
+    lsuv_batch: int = 256  # training examples LSUV measures variances on
 
 
 @dataclass
 class Config:
     seed: int = 0
     run_dir: str = ""
-    device: str = "cpu"
+    device: str = "auto"
     quiet: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     model: dict[str, Any] = field(default_factory=lambda: {"name": "nielsen"})
     optimizer: dict[str, Any] = field(default_factory=lambda: {"name": "sgd"})
     schedule: dict[str, Any] = field(default_factory=lambda: {"name": "constant"})
     train: TrainConfig = field(default_factory=TrainConfig)
+    init: InitConfig = field(default_factory=InitConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -88,9 +121,20 @@ class Config:
 # Allowed values and ranges of the fixed keys; checked after types.
 CHOICES = {
     "data.split": ("nndl", "standard"),
-    "data.augment": ("none", "shift"),
+    "data.augment": ("none", "shift", "affine", "elastic"),
     "train.average": ("none", "ema", "uniform"),
     "train.combine": ("average", "vote"),
+    "train.amp": ("none", "bf16", "fp16"),
+    "train.channels_last": ("auto", "on", "off"),
+    "data.preprocess": ("none", "center", "standardize", "pca", "zca"),
+    "data.tta": ("none", "flip", "five-crop", "ten-crop"),
+    "train.loss": ("cross-entropy", "sigmoid-cross-entropy", "quadratic"),
+    "train.curriculum": ("none", "deterministic", "stochastic"),
+    "train.emphasis": ("none", "loss", "misclassified", "rare-class"),
+    "init.scheme": ("default", "uniform", "normalized", "lecun", "lecun-uniform", "he", "he-uniform",
+                    "orthogonal", "delta-orthogonal", "sparse", "lsuv"),
+    "init.nonlinearity": ("", "linear", "sigmoid", "tanh", "relu", "leaky_relu", "selu"),
+    "init.output_bias": ("zero", "marginals"),
 }
 RANGES = {  # key: (low, high), inclusive
     "data.limit": (0, math.inf),
@@ -103,6 +147,15 @@ RANGES = {  # key: (low, high), inclusive
     "train.ema_decay": (0.0, 1.0),
     "train.clip_norm": (0.0, math.inf),
     "train.ensemble": (1, 1000),
+    "train.dist_timeout": (1.0, 7 * 86400.0),
+    "data.color_jitter": (0.0, 10.0),
+    "data.whiten_eps": (0.0, math.inf),
+    "train.curriculum_ramp": (0, 100_000),
+    "train.emphasis_floor": (0.001, 1.0),
+    "init.gain": (0.0, 1000.0),
+    "init.sparse_k": (1, 1 << 20),
+    "init.hidden_bias": (-10.0, 10.0),
+    "init.lsuv_batch": (2, 1 << 20),
 }
 
 
@@ -163,13 +216,25 @@ def from_dict(values: dict[str, Any]) -> Config:
             kwargs[key] = _fill_dataclass(DataConfig, _table(key, value), "data.")
         elif key == "train":
             kwargs[key] = _fill_dataclass(TrainConfig, _table(key, value), "train.")
+        elif key == "init":
+            value = {"scheme": value} if isinstance(value, str) else value
+            kwargs[key] = _fill_dataclass(InitConfig, _table(key, value), "init.")
         elif key in ("model", "optimizer", "schedule"):
             kwargs[key] = _named_table(key, value)
         else:
             kwargs[key] = check_value(key, value, get_type_hints(Config)[key])
     config = Config(**kwargs)
+    check_device(config.device)
     validate_components(config)
     return config
+
+
+def check_device(name: str) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (whether the GPU exists is checked when a run starts)."""
+    kind, _, index = name.partition(":")
+    if kind in ("auto", "cpu") and not index or kind == "cuda" and (not index or index.isdigit()):
+        return
+    raise ConfigError(f"device = {name!r} is not a device; use auto, cpu, cuda or cuda:N")
 
 
 def _table(key: str, value: Any) -> dict[str, Any]:
@@ -225,6 +290,8 @@ def apply_override(values: dict[str, Any], item: str) -> None:
         child = node.get(part)
         if isinstance(child, str) and part in ("model", "optimizer", "schedule"):
             child = {"name": child}
+        elif isinstance(child, str) and part == "init":
+            child = {"scheme": child}
         if child is None:
             child = {}
         if not isinstance(child, dict):
@@ -303,7 +370,7 @@ def to_toml(config: Config) -> str:
     """The config as TOML text that :func:`load` reads back to an equal Config."""
     d = config.to_dict()
     lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict)]
-    for section in ("data", "model", "optimizer", "schedule", "train"):
+    for section in ("data", "model", "optimizer", "schedule", "train", "init"):
         lines.append(f"\n[{section}]")
         lines += [f"{k} = {_toml_value(v)}" for k, v in d[section].items()]
     return "\n".join(lines) + "\n"

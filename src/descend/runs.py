@@ -14,6 +14,11 @@ run directory:
 An ensemble run (``train.ensemble = N``) holds ``member-1`` ... ``member-N``, each a run
 directory as above trained with seed ``seed + i - 1``, and a ``results.json`` with each
 member's and the combined test accuracy.
+
+Under torchrun (``descend train --nproc P``) every process runs :func:`train`: one
+network is trained data-parallel by all P processes (:mod:`descend.train.distributed`);
+the members of an ensemble are shared out, process r training members r+1, r+1+P, ...,
+each alone. Only rank 0 writes into the run directory.
 """
 
 from __future__ import annotations
@@ -29,10 +34,11 @@ from typing import Any
 import torch
 
 from descend import config as cfg
-from descend.data import RandomShift, Splits, expand_mnist, load_dataset
+from descend import strategies
+from descend.data import Splits, expand_mnist, load_dataset
 from descend.errors import CheckpointError, ConfigError
 from descend.io import atomic_write_json, atomic_write_text
-from descend.train import AveragedEvaluation, EarlyStopping, Trainer, load_weights
+from descend.train import AveragedEvaluation, EarlyStopping, Trainer, distributed, load_weights
 from descend.train.ensemble import combine
 from descend.train.trainer import CHECKPOINT, WEIGHTS
 
@@ -91,13 +97,14 @@ def build_model(config: cfg.Config, input_shape: tuple[int, ...], num_classes: i
     accepted = inspect.signature(cls.__init__).parameters
     automatic = {"in_channels": input_shape[0], "image_size": input_shape[-1], "num_classes": num_classes}
     options.update({k: v for k, v in automatic.items() if k in accepted})
-    return _call("model", cls, **options)
+    return strategies.wrap_model(config, _call("model", cls, **options), input_shape)
 
 
 def build_optimizer(config: cfg.Config, model: torch.nn.Module) -> torch.optim.Optimizer:
     from descend.optim import OPTIMIZERS
 
-    return _call("optimizer", OPTIMIZERS[config.optimizer["name"]], model.parameters(), **_options(config.optimizer))
+    params = strategies.optimizer_params(config, model)
+    return _call("optimizer", OPTIMIZERS[config.optimizer["name"]], params, **_options(config.optimizer))
 
 
 def build_scheduler(config: cfg.Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
@@ -114,11 +121,17 @@ def build_scheduler(config: cfg.Config, optimizer: torch.optim.Optimizer, steps_
     )
 
 
-def build_trainer(config: cfg.Config, splits: Splits, run_dir: Path | None, seed: int) -> Trainer:
-    """Model, optimizer, schedule, callbacks and Trainer for one network of the config."""
+def build_trainer(config: cfg.Config, splits: Splits, run_dir: Path | None, seed: int,
+                  data_parallel: bool | None = None) -> Trainer:
+    """Model, optimizer, schedule, callbacks and Trainer for one network of the config.
+
+    ``data_parallel``: None trains data-parallel if a process group is initialized,
+    False trains in this process alone.
+    """
     torch.manual_seed(seed)  # the model's initial weights
-    device = resolve_device(config.device)
+    device = distributed.local_device(resolve_device(config.device))
     model = build_model(config, splits.input_shape, splits.num_classes)
+    strategies.prepare_model(config, model, splits)  # preprocessing fitted on training data; [init]
     optimizer = build_optimizer(config, model)
     t = config.train
     steps_per_epoch = -(-len(splits.train) // t.batch_size)
@@ -139,7 +152,12 @@ def build_trainer(config: cfg.Config, splits: Splits, run_dir: Path | None, seed
 
         register_grad_clipping(optimizer, max_norm=t.clip_norm)
 
-    augment = RandomShift(config.data.max_shift) if config.data.augment == "shift" else None
+    augment = strategies.build_augment(config, splits)
+    sampler, sampler_callbacks = strategies.build_sampler(config, splits, seed)
+    callbacks += sampler_callbacks
+    # Channels-last pays off for convolutions on GPUs (tensor cores), not on CPUs.
+    has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    channels_last = t.channels_last == "on" or (t.channels_last == "auto" and device.type == "cuda" and has_conv)
     return Trainer(
         model,
         optimizer,
@@ -152,10 +170,16 @@ def build_trainer(config: cfg.Config, splits: Splits, run_dir: Path | None, seed
         run_dir=run_dir,
         seed=seed,
         augment=augment,
+        sampler=sampler,
+        loss=strategies.build_loss(config),
         quiet=config.quiet,
         device=device,
         evaluate_test=t.evaluate_test,
         checkpoint=t.checkpoint,
+        amp=t.amp,
+        channels_last=channels_last,
+        sync_batchnorm=t.sync_batchnorm,
+        data_parallel=data_parallel,
     )
 
 
@@ -175,7 +199,9 @@ def _write_pictures(trainer: Trainer, splits: Splits, run_dir: Path) -> None:
     plots.learning_curves(trainer.history, run_dir / "learning_curves.png")
     first_conv = next((m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d)), None)
     if first_conv is not None:
-        plots.filters(first_conv.weight, run_dir / "filters.png", title="first-layer filters")
+        from descend.viz import save_filters
+
+        save_filters(first_conv, run_dir / "filters.png", title="first-layer filters")
     if splits.test is not None and len(splits.test) and splits.test.x.ndim == 4:
         predictions = trainer.predict(splits.test.x).argmax(1)
         plots.misclassified(splits.test.x, splits.test.y, predictions, run_dir / "misclassified.png", splits.classes)
@@ -183,11 +209,25 @@ def _write_pictures(trainer: Trainer, splits: Splits, run_dir: Path) -> None:
 
 
 def train_one(config: cfg.Config, splits: Splits, run_dir: Path, seed: int, resume: bool = False,
-              pictures: bool = True) -> dict[str, Any]:
-    """Train (or resume) one network into ``run_dir``; return its results."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = build_trainer(config, splits, run_dir, seed)
-    if resume and (run_dir / CHECKPOINT).exists():
+              pictures: bool = True, data_parallel: bool | None = None) -> dict[str, Any]:
+    """Train (or resume) one network into ``run_dir``; return its results.
+
+    Data-parallel (a process group and ``data_parallel`` not False), every rank calls
+    this and gets the same results; rank 0 writes the files.
+    """
+    writer = data_parallel is False or distributed.is_rank0()
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = build_trainer(config, splits, run_dir, seed, data_parallel=data_parallel)
+    found = (run_dir / CHECKPOINT).exists() if resume else False
+    if resume and trainer.world_size > 1:  # every rank reads the checkpoint rank 0 wrote
+        seen_by = int(distributed.all_reduce_sum(torch.tensor([float(found)])))
+        if 0 < seen_by < trainer.world_size:
+            raise CheckpointError(
+                f"{run_dir / CHECKPOINT} is visible to {seen_by} of {trainer.world_size} processes; "
+                "a multi-node resume needs the run directory on a file system all nodes share"
+            )
+    if found:
         trainer.resume(run_dir / CHECKPOINT)
     start = time.perf_counter()
     history = trainer.fit()
@@ -206,40 +246,67 @@ def train_one(config: cfg.Config, splits: Splits, run_dir: Path, seed: int, resu
         if pair is not None and len(pair) and (name == "val" or config.train.evaluate_test):
             r = trainer.evaluate(pair)
             results[f"{name}_accuracy"], results[f"{name}_loss"] = r["accuracy"], r["loss"]
+    results.update(strategies.tta_results(config, trainer.model, splits))
     results["last_epoch"] = final
-    atomic_write_json(run_dir / RESULTS, results)
-    if pictures:
-        _write_pictures(trainer, splits, run_dir)
+    if writer:
+        atomic_write_json(run_dir / RESULTS, results)
+        if pictures:
+            _write_pictures(trainer, splits, run_dir)
     return results
 
 
 def train(config: cfg.Config, run_dir: Path | None = None, resume: bool = False) -> tuple[Path, dict[str, Any]]:
-    """Run ``descend train``: one network or an ensemble. Returns the run directory and results."""
-    run_dir = Path(run_dir or config.run_dir or default_run_dir())
+    """Run ``descend train``: one network or an ensemble. Returns the run directory and results.
+
+    Started by torchrun, this joins the process group first (gloo for ensembles, whose
+    processes only wait for each other; NCCL for data-parallel CUDA runs) and leaves it
+    at the end. Ranks other than 0 return the results of the network they helped to
+    train, or ``{}`` for an ensemble.
+    """
+    device = distributed.local_device(resolve_device(config.device))
+    joined = distributed.init_from_env(device, timeout=config.train.dist_timeout,
+                                       backend="gloo" if config.train.ensemble > 1 else None)
+    try:
+        return _train(config, run_dir, resume)
+    finally:
+        if joined:
+            distributed.teardown()
+
+
+def _train(config: cfg.Config, run_dir: Path | None, resume: bool) -> tuple[Path, dict[str, Any]]:
+    rank, processes = distributed.world()
+    if not (run_dir or config.run_dir):
+        run_dir = Path(distributed.broadcast_string(str(default_run_dir())))  # one folder for every rank
+    run_dir = Path(run_dir or config.run_dir)
     if not resume and (run_dir / CONFIG).exists():
         raise ConfigError(f"{run_dir} already holds a run; choose another run_dir or use --resume {run_dir}")
     # Everything that can be wrong with the config or the data fails here, before the run
     # directory is created: a failed start leaves nothing behind.
     splits = load_data(config)
-    build_trainer(config, splits, None, config.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / CONFIG, cfg.to_toml(config))
-    atomic_write_json(run_dir / META, {"input_shape": list(splits.input_shape), "classes": list(splits.classes),
-                                       "num_classes": splits.num_classes})
+    build_trainer(config, splits, None, config.seed, data_parallel=False)
+    distributed.barrier()  # every rank has looked at run_dir before rank 0 writes there
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / CONFIG, cfg.to_toml(config))
+        atomic_write_json(run_dir / META, {"input_shape": list(splits.input_shape), "classes": list(splits.classes),
+                                           "num_classes": splits.num_classes})
     members = config.train.ensemble
     if members == 1:
         return run_dir, train_one(config, splits, run_dir, config.seed, resume)
 
     start = time.perf_counter()
-    member_results = []
-    for i in range(1, members + 1):
+    own = config if rank == 0 else dataclasses.replace(config, quiet=True)
+    for i in range(1 + rank, members + 1, processes):  # with P processes, rank r trains r+1, r+1+P, ...
         member_dir = run_dir / f"member-{i}"
         if resume and (member_dir / RESULTS).exists():
-            member_results.append(json.loads((member_dir / RESULTS).read_text()))
             continue
-        if not config.quiet:
+        if not own.quiet:
             print(f"ensemble member {i}/{members}", flush=True)
-        member_results.append(train_one(config, splits, member_dir, config.seed + i - 1, resume))
+        train_one(own, splits, member_dir, config.seed + i - 1, resume, data_parallel=False)
+    distributed.barrier(timeout=7 * 86400.0)  # members take long; a rank that dies is reported at once
+    if rank != 0:
+        return run_dir, {}
+    member_results = [json.loads((run_dir / f"member-{i}" / RESULTS).read_text()) for i in range(1, members + 1)]
     results = evaluate_ensemble(config, splits, run_dir)
     results["seconds"] = time.perf_counter() - start
     results["train_seconds"] = sum(r["train_seconds"] for r in member_results)
@@ -257,7 +324,7 @@ def read_config(run_dir: Path) -> cfg.Config:
 
 def load_trained(config: cfg.Config, splits: Splits, run_dir: Path) -> Trainer:
     """A Trainer holding the final weights of the run in ``run_dir`` (for evaluation)."""
-    trainer = build_trainer(dataclasses.replace(config, quiet=True), splits, None, config.seed)
+    trainer = build_trainer(dataclasses.replace(config, quiet=True), splits, None, config.seed, data_parallel=False)
     load_weights(run_dir / WEIGHTS, trainer.model)
     return trainer
 
@@ -322,4 +389,5 @@ def evaluate(run_dir: Path, data_dir: str | None = None) -> dict[str, Any]:
         if pair is not None and len(pair):
             r = trainer.evaluate(pair)
             results[f"{name}_accuracy"], results[f"{name}_loss"] = r["accuracy"], r["loss"]
+    results.update(strategies.tta_results(config, trainer.model, splits))
     return results

@@ -4,6 +4,9 @@
     read_idx(path)                                              the MNIST file format
     load_mnist_pkl(path)                                        Nielsen's pickle, NumPy-only unpickler
     expand_mnist(pair), RandomShift(k)                          augmentation (NNDL ch. 6)
+    RandomCrop, RandomFlip, RandomAffine, ElasticDistortion,    more augmentation, test-time views
+    PCAColorJitter, Compose, tta_predict                        (descend.data.transforms)
+    Preprocess                                                  centering/standardization/PCA/ZCA
 """
 
 from descend.data.augment import RandomShift, expand_mnist, shift
@@ -11,9 +14,20 @@ from descend.data.datasets import DATASETS, load_dataset, load_digits, load_npz
 from descend.data.download import cache_dir, search_dirs
 from descend.data.idx import read_idx, write_idx
 from descend.data.mnist import IDX_DATASETS, load_idx_dataset, load_mnist_pkl
+from descend.data.preprocessing import Preprocess, fit_preprocessing
 from descend.data.safe_pickle import load_numpy_pickle
 from descend.data.sequences import adding_problem, copy_task, make_splits, parity, sequential_mnist
 from descend.data.tensors import Splits, TensorPair
+from descend.data.transforms import (
+    Compose,
+    ElasticDistortion,
+    PCAColorJitter,
+    RandomAffine,
+    RandomCrop,
+    RandomFlip,
+    ten_crop,
+    tta_predict,
+)
 
 __all__ = [
     "DATASETS",
@@ -38,4 +52,14 @@ __all__ = [
     "make_splits",
     "parity",
     "sequential_mnist",
+    "Compose",
+    "ElasticDistortion",
+    "PCAColorJitter",
+    "Preprocess",
+    "RandomAffine",
+    "RandomCrop",
+    "RandomFlip",
+    "fit_preprocessing",
+    "ten_crop",
+    "tta_predict",
 ]

@@ -41,6 +41,22 @@ from descend.nn.functional.local import (
 )
 
 
+def position_major(weight: Tensor) -> Tensor:
+    """The same (O, *out positions, C, *k) tensor, stored position-major in memory.
+
+    Values, shape and indexing are unchanged; only the strides differ: memory order is
+    (*out positions, O, C, *k), so each output position's (O, C k) matrix is one
+    contiguous block. That is the layout in which the locally connected layer's weight
+    gradient comes out of its matrix products, so storing the weight this way saves a
+    transposing copy of the layer's biggest tensor (one weight per connection) in every
+    backward pass. ``weight.is_contiguous()`` is False; use ``reshape`` rather than ``view``.
+    """
+    dims = (weight.dim() - 2) // 2                           # spatial axes
+    order = (*range(1, dims + 1), 0, *range(dims + 1, weight.dim()))
+    inverse = tuple(sorted(range(weight.dim()), key=order.__getitem__))
+    return weight.permute(order).contiguous().permute(inverse)
+
+
 class LocallyConnected2d(nn.Module):
     """Locally connected layer (unshared convolution), eq. 9.9.
 
@@ -48,6 +64,8 @@ class LocallyConnected2d(nn.Module):
 
     ``weight`` is the book's 6-D tensor w (out channel, out row, out column, in channel,
     row offset, column offset), so the input size must be fixed: ``input_size`` = (H, W).
+    It is stored position-major (:func:`position_major`: same values and indexing, not
+    contiguous), the layout in which the layer's weight gradient is computed.
     ``bias``: "location" (default, one per unit), "channel", or None.
     """
 
@@ -71,9 +89,8 @@ class LocallyConnected2d(nn.Module):
         self.output_size = output_size(self.input_size, self.kernel_size, self.stride, padding)
         self.bias_mode = bias_mode("location" if bias is True else bias, ("location", "channel", "none"))
         fan_in = in_channels * math.prod(self.kernel_size)
-        self.weight = nn.Parameter(
-            fan_in_uniform_(torch.empty(out_channels, *self.output_size, in_channels, *self.kernel_size), fan_in)
-        )
+        w = fan_in_uniform_(torch.empty(out_channels, *self.output_size, in_channels, *self.kernel_size), fan_in)
+        self.weight = nn.Parameter(position_major(w))
         if self.bias_mode == "location":
             self.bias = nn.Parameter(fan_in_uniform_(torch.empty(out_channels, *self.output_size), fan_in))
         elif self.bias_mode == "channel":
@@ -93,7 +110,8 @@ class LocallyConnected2d(nn.Module):
 class LocallyConnected1d(nn.Module):
     """1D locally connected layer (eq. 9.9 with one spatial axis; fig. 9.14 top).
 
-    ``weight``: (out channel, out position, in channel, offset); ``input_size`` = L.
+    ``weight``: (out channel, out position, in channel, offset), stored position-major
+    like :class:`LocallyConnected2d`'s; ``input_size`` = L.
     """
 
     def __init__(
@@ -116,9 +134,8 @@ class LocallyConnected1d(nn.Module):
         self.output_size = output_size(self.input_size, self.kernel_size, self.stride, padding)
         self.bias_mode = bias_mode("location" if bias is True else bias, ("location", "channel", "none"))
         fan_in = in_channels * self.kernel_size[0]
-        self.weight = nn.Parameter(
-            fan_in_uniform_(torch.empty(out_channels, *self.output_size, in_channels, *self.kernel_size), fan_in)
-        )
+        w = fan_in_uniform_(torch.empty(out_channels, *self.output_size, in_channels, *self.kernel_size), fan_in)
+        self.weight = nn.Parameter(position_major(w))
         if self.bias_mode == "location":
             self.bias = nn.Parameter(fan_in_uniform_(torch.empty(out_channels, *self.output_size), fan_in))
         elif self.bias_mode == "channel":

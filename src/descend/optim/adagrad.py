@@ -50,6 +50,10 @@ class AdaGrad(torch.optim.Optimizer):
         eps: delta (> 0).
         weight_decay, decoupled_weight_decay: L2 coupled to g (the texts) or decoupled.
         foreach: multi-tensor path (default) or per-tensor loop; identical numbers.
+
+    Data-parallel: DDP-safe. The update is element-wise in the gradient, which DDP has
+    averaged over ranks before ``step``, so every rank keeps the same parameters and state
+    (the Trainer under torchrun; see ``descend.train.distributed``).
     """
 
     def __init__(

@@ -66,6 +66,10 @@ class Adam(torch.optim.Optimizer):
         weight_decay: L2 coefficient coupled to g (torch.optim.Adam's weight_decay).
         decoupled_weight_decay: decay theta directly, ``theta <- (1 - lr wd) theta`` (AdamW).
         foreach: multi-tensor path (default) or per-tensor loop; identical numbers.
+
+    Data-parallel: DDP-safe. The update is element-wise in the gradient, which DDP has
+    averaged over ranks before ``step``, so every rank keeps the same parameters and state
+    (the Trainer under torchrun; see ``descend.train.distributed``).
     """
 
     _amsgrad = False
@@ -150,6 +154,10 @@ class AMSGrad(Adam):
     makes this class compute torch's numbers; tested).
 
     Args: as :class:`Adam`.
+
+    Data-parallel: DDP-safe. The update is element-wise in the gradient, which DDP has
+    averaged over ranks before ``step``, so every rank keeps the same parameters and state
+    (the Trainer under torchrun; see ``descend.train.distributed``).
     """
 
     _amsgrad = True

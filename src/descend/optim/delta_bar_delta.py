@@ -53,6 +53,10 @@ class DeltaBarDelta(torch.optim.Optimizer):
         smoothing: theta of Jacobs' average of past derivatives, in [0, 1).
         weight_decay, decoupled_weight_decay: L2 coupled to g (the texts) or decoupled.
         foreach: multi-tensor path (default) or per-tensor loop; identical numbers.
+
+    Data-parallel: DDP-safe. The update is element-wise in the gradient, which DDP has
+    averaged over ranks before ``step``, so every rank keeps the same parameters and state
+    (the Trainer under torchrun; see ``descend.train.distributed``).
     """
 
     def __init__(

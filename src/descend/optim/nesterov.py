@@ -130,6 +130,10 @@ class NesterovMomentum(torch.optim.Optimizer):
         momentum: alpha in [0, 1].
         weight_decay, decoupled_weight_decay: see above.
         foreach: multi-tensor path (default) or per-tensor loop; identical numbers.
+
+    Data-parallel: DDP-safe. The closure's forward and backward at the interim point run
+    through DDP, which averages that gradient over ranks; the update is element-wise
+    (the Trainer under torchrun; see ``descend.train.distributed``).
     """
 
     needs_closure = True
@@ -242,6 +246,10 @@ class NesterovMomentumReformulated(torch.optim.Optimizer):
         momentum: alpha in [0, 1].
         weight_decay, decoupled_weight_decay: L2 coupled to g (the texts) or decoupled.
         foreach: multi-tensor path (default) or per-tensor loop; identical numbers.
+
+    Data-parallel: DDP-safe. The update is element-wise in the gradient, which DDP has
+    averaged over ranks before ``step``, so every rank keeps the same parameters and state
+    (the Trainer under torchrun; see ``descend.train.distributed``).
     """
 
     def __init__(

@@ -121,6 +121,10 @@ class RMSProp(torch.optim.Optimizer):
         eps_placement: ``"book"`` (``sqrt(delta + r)``) or ``"torch"`` (``sqrt(r) + delta``).
         weight_decay, decoupled_weight_decay: L2 coupled to g (the texts) or decoupled.
         foreach: multi-tensor path (default) or per-tensor loop; identical numbers.
+
+    Data-parallel: DDP-safe. The update is element-wise in the gradient, which DDP has
+    averaged over ranks before ``step``, so every rank keeps the same parameters and state
+    (the Trainer under torchrun; see ``descend.train.distributed``).
     """
 
     def __init__(
@@ -232,6 +236,10 @@ class RMSPropNesterov(torch.optim.Optimizer):
         eps_placement: ``"book"`` (``sqrt(delta + r)``) or ``"torch"`` (``sqrt(r) + delta``).
         weight_decay, decoupled_weight_decay: as in :class:`NesterovMomentum`.
         foreach: multi-tensor path (default) or per-tensor loop; identical numbers.
+
+    Data-parallel: DDP-safe. The closure's forward and backward at the interim point run
+    through DDP, which averages that gradient over ranks; the update is element-wise
+    (the Trainer under torchrun; see ``descend.train.distributed``).
     """
 
     needs_closure = True

@@ -43,6 +43,10 @@ class SGD(torch.optim.Optimizer):
             result for plain SGD up to rounding; matters for the adaptive methods).
         foreach: ``torch._foreach_*`` multi-tensor path (default) or a per-tensor loop;
             both give identical numbers.
+
+    Data-parallel: DDP-safe. The update is element-wise in the gradient, which DDP has
+    averaged over ranks before ``step``, so every rank keeps the same parameters and state
+    (the Trainer under torchrun; see ``descend.train.distributed``).
     """
 
     def __init__(

@@ -14,6 +14,13 @@ Reproducibility: the example order and the augmentation of epoch ``e`` are drawn
 generators seeded by ``(seed, e)``, so they need no saved state; dropout uses the
 global torch RNG, whose state is checkpointed. Resuming from the checkpoint of epoch
 ``e`` therefore gives the same losses, bit for bit on CPU, as never stopping.
+
+Scale-out and devices (SPEC S6, S7): in a ``torch.distributed`` process group (torchrun)
+the same loop trains data-parallel; the pieces it calls live in
+:mod:`descend.train.distributed` (sharding of each global batch, DDP, sharded evaluation,
+rank-0-only writing). ``amp`` runs the training forward pass under autocast (bf16, or
+fp16 with a gradient scaler), ``channels_last`` stores conv weights and batches
+channels-last, and batches reach a CUDA device through pinned memory.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import torch.nn.functional as F
 from descend.data.tensors import Splits, TensorPair
 from descend.errors import CheckpointError, ConfigError, Diverged, ShapeError
 from descend.io import append_line
+from descend.train import distributed
 from descend.train.checkpoint import load_state, save_state, save_weights
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -81,6 +89,22 @@ class Trainer:
         device: where the model and batches live.
         evaluate_test: also evaluate on the test set each epoch.
         checkpoint: write a resumable checkpoint after every epoch (needs ``run_dir``).
+        amp: ``"none"``, ``"bf16"`` or ``"fp16"``: automatic mixed precision for the training
+            forward pass (``torch.autocast``); fp16 adds a ``torch.amp.GradScaler`` (not with
+            closure optimizers). Evaluation stays in full precision.
+        channels_last: channels-last memory format for the model and 4-D batches (faster
+            convolutions on GPUs, above all with ``amp``).
+        sync_batchnorm: under data parallelism, normalize with the statistics of the global
+            batch instead of each rank's (see :mod:`descend.train.distributed`).
+        data_parallel: ``None`` trains data-parallel when a process group is initialized;
+            ``False`` trains this process alone (e.g. one ensemble member per process).
+
+    Data parallelism: ``batch_size`` is the global batch; each rank computes on its
+    piece and DDP averages the gradients, so N processes train the model one process
+    would (to float rounding; exactly the same example order). Overrides of
+    :meth:`compute_loss` must call ``self.forward_model`` (the DDP wrapper), not
+    ``self.model``; a ``batch_step`` may use ``self.model``, whose gradients are then
+    averaged before every optimizer step.
     """
 
     def __init__(
@@ -107,6 +131,10 @@ class Trainer:
         device: str | torch.device = "cpu",
         evaluate_test: bool = True,
         checkpoint: bool = True,
+        amp: str = "none",
+        channels_last: bool = False,
+        sync_batchnorm: bool = False,
+        data_parallel: bool | None = None,
     ) -> None:
         if not isinstance(data, Splits):
             if not (isinstance(data, tuple) and 1 <= len(data) <= 3):
@@ -144,13 +172,40 @@ class Trainer:
         self.checkpoint = checkpoint
         self.needs_closure = bool(getattr(optimizer, "needs_closure", False))
 
+        # Devices and precision (SPEC S7).
+        if amp not in ("none", "bf16", "fp16"):
+            raise ConfigError(f"amp must be 'none', 'bf16' or 'fp16', got {amp!r}")
+        if amp == "fp16" and self.needs_closure:
+            raise ConfigError(
+                "amp = 'fp16' needs a gradient scaler, which cannot drive an optimizer that re-evaluates "
+                f"the loss ({type(optimizer).__name__}); use amp = 'bf16' or 'none'"
+            )
+        self.amp = amp
+        self.scaler = torch.amp.GradScaler(self.device.type) if amp == "fp16" else None
+        self.channels_last = channels_last
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        # Data parallelism (SPEC S6): one process of a torch.distributed group, if there is one.
+        self.rank, self.world_size = distributed.world() if data_parallel is not False else (0, 1)
+        self.forward_model = self.model  # what the training forward pass calls (DDP under data parallelism)
+        self._loss_weight = 1.0  # this rank's share of the global batch, see distributed.shard_weight
+        if self.world_size > 1:
+            if batch_step is None:
+                self.model, self.forward_model = distributed.data_parallel(
+                    self.model, self.device, sync_batchnorm=sync_batchnorm
+                )
+            else:  # the batch step runs the bare model: average gradients before each update
+                if sync_batchnorm:
+                    self.model = distributed.convert_sync_batchnorm(self.model, self.device)
+                self._gradient_hook = distributed.register_gradient_averaging(optimizer)
+
         self.epoch = 0  # epochs completed
         self.global_step = 0  # optimizer steps taken
         self.history: list[dict[str, Any]] = []
         self.should_stop = False
         self.batch: tuple[torch.Tensor, torch.Tensor] | None = None  # current batch, for callbacks
         self._fresh = True
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ the loop
@@ -162,19 +217,22 @@ class Trainer:
         self._call("on_fit_start")
         while self.epoch < self.epochs and not self.should_stop:
             epoch = self.epoch + 1
+            if self.world_size > 1:  # different dropout masks on each rank, the same ones on resume
+                torch.manual_seed(distributed.rank_seed(self.seed, epoch, self.rank))
             self._call("on_epoch_start", epoch)
-            metrics = self._train_epoch(epoch)
-            metrics.update(self._evaluate_all())
+            with distributed.collective_errors(self.world_size > 1):
+                metrics = self._train_epoch(epoch)
+                metrics.update(self._evaluate_all())
             self.epoch = epoch
             self._call("on_epoch_end", epoch, metrics)
             self.history.append(metrics)
             self._report(metrics)
-            if self.run_dir is not None:
+            if self.run_dir is not None and self.rank == 0:
                 append_line(self.run_dir / METRICS, json.dumps(metrics))
                 if self.checkpoint:
                     self.save_checkpoint(self.run_dir / CHECKPOINT)
         self._call("on_fit_end")
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.rank == 0:
             save_weights(self.run_dir / WEIGHTS, self.model, {"epoch": self.epoch})
         return self.history
 
@@ -193,7 +251,8 @@ class Trainer:
         batches = list(order.split(self.batch_size))
         if self.drop_last and len(batches) > 1 and len(batches[-1]) < self.batch_size:
             batches.pop()
-        on_device = train.x.device == self.device
+        if self.world_size > 1 and batches and len(batches[-1]) < self.world_size:
+            batches.pop()  # some rank would get no example of it
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         seen = 0
         start = time.perf_counter()
@@ -202,8 +261,11 @@ class Trainer:
             x, y = train.x[idx], train.y[idx]
             if self.augment is not None:
                 x = self.augment(x, augment_gen)
-            if not on_device:
-                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if self.world_size > 1:  # this rank's piece of the global batch
+                x = distributed.shard(x, self.rank, self.world_size)
+                y = distributed.shard(y, self.rank, self.world_size)
+                self._loss_weight = distributed.shard_weight(len(x), len(idx), self.world_size)
+            x, y = self._to_device(x), self._to_device(y)
             self.batch = (x, y)
             loss = self.batch_step(self, x, y) if self.batch_step is not None else self.step(x, y)
             if loss is None or not torch.is_tensor(loss):
@@ -216,8 +278,8 @@ class Trainer:
                     "Try a smaller learning rate (e.g. a third of it), gradient clipping, or batch norm"
                 )
             self.global_step += 1
-            total += loss * len(idx)
-            seen += len(idx)
+            total += loss * len(x)
+            seen += len(x)
             if self.scheduler is not None and self.scheduler_interval == "batch":
                 self.scheduler.step()
             if bar is not None:
@@ -230,6 +292,12 @@ class Trainer:
         self.batch = None
         if self.scheduler is not None and self.scheduler_interval == "epoch":
             self.scheduler.step()
+        if self.world_size > 1:  # the epoch's loss over all ranks' examples
+            sums = distributed.all_reduce_sum(torch.stack([total, torch.full_like(total, seen)]))
+            total, seen = sums[0], int(sums[1])
+            # Every rank ends the epoch with rank 0's model (batch-norm averages included), so
+            # callbacks and samplers that look at the model decide alike on every rank.
+            distributed.sync_buffers(self.model)
         seconds = time.perf_counter() - start
         return {
             "epoch": epoch,
@@ -240,25 +308,62 @@ class Trainer:
         }
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One minibatch update (Algorithm 8.1): gradient of the batch loss, optimizer step."""
+        """One minibatch update (Algorithm 8.1): gradient of the batch loss, optimizer step.
+
+        Under data parallelism DDP averages the gradient over ranks, and a closure returns
+        the loss all-reduced over ranks, so that the line searches of full-batch methods
+        make the same decisions on every rank.
+        """
         if self.needs_closure:
 
             def closure() -> torch.Tensor:
                 self.optimizer.zero_grad(set_to_none=True)
-                loss = self.compute_loss(x, y)
-                loss.backward()
+                loss = self._forward_loss(x, y)
+                self._backward(loss)
                 return loss
 
+            if self.world_size > 1:
+                closure = distributed.all_reduce_closure(closure, None, self._loss_weight / self.world_size)
             return self.optimizer.step(closure)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.compute_loss(x, y)
-        loss.backward()
-        self.optimizer.step()
+        loss = self._forward_loss(x, y)
+        self._backward(loss)
+        if self.scaler is not None:  # unscales, skips the step on inf/NaN gradients
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         return loss
 
     def compute_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The loss of the model on one batch (override or pass ``loss=`` to change it)."""
-        return self.loss_fn(self.model(x), y)
+        """The loss of the model on one batch (override or pass ``loss=`` to change it).
+
+        Overrides call ``self.forward_model``: the model, or its DDP wrapper.
+        """
+        return self.loss_fn(self.forward_model(x), y)
+
+    def _forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.amp == "none":
+            return self.compute_loss(x, y)
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        with torch.autocast(self.device.type, dtype=dtype):
+            return self.compute_loss(x, y)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        if self._loss_weight != 1.0:  # an uneven piece of the global batch
+            loss = loss * self._loss_weight
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
+        loss.backward()
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        if t.device != self.device:
+            if self.device.type == "cuda" and not t.is_pinned():
+                t = t.pin_memory()  # page-locked, so the copy can overlap with compute
+            t = t.to(self.device, non_blocking=True)
+        if self.channels_last and t.ndim == 4 and t.is_floating_point():
+            t = t.contiguous(memory_format=torch.channels_last)
+        return t
 
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -274,26 +379,39 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor | TensorPair, y: torch.Tensor | None = None) -> dict[str, float]:
-        """Mean loss and accuracy (argmax over dim 1) of the model on ``(x, y)``."""
+        """Mean loss and accuracy (argmax over dim 1) of the model on ``(x, y)``.
+
+        Under data parallelism this is a collective (call it on every rank): each rank
+        scores its piece with rank 0's model, and the sums are all-reduced.
+        """
         if isinstance(x, TensorPair):
             x, y = x.x, x.y
         if y is None or len(x) != len(y):
             raise ShapeError("evaluate needs inputs and targets of the same length")
         was_training = self.model.training
         self.model.eval()
+        n = len(x)
         loss_sum = 0.0
         correct = 0
         count = 0
-        try:
-            for xb, yb in zip(x.split(self.eval_batch_size), y.split(self.eval_batch_size)):
-                xb, yb = xb.to(self.device), yb.to(self.device)
-                out = self.model(xb)
-                loss_sum += float(self.loss_fn(out, yb)) * len(xb)
-                correct += int((out.argmax(1) == yb).sum())
-                count += yb.numel()
-        finally:
-            self.model.train(was_training)
-        return {"loss": loss_sum / max(len(x), 1), "accuracy": correct / max(count, 1)}
+        with distributed.collective_errors(self.world_size > 1):
+            if self.world_size > 1:
+                distributed.sync_buffers(self.model)  # rank 0's batch-norm averages everywhere
+                x = distributed.shard(x, self.rank, self.world_size)
+                y = distributed.shard(y, self.rank, self.world_size)
+            try:
+                for xb, yb in zip(x.split(self.eval_batch_size), y.split(self.eval_batch_size)):
+                    xb, yb = self._to_device(xb), self._to_device(yb)
+                    out = self.model(xb)
+                    loss_sum += float(self.loss_fn(out, yb)) * len(xb)
+                    correct += int((out.argmax(1) == yb).sum())
+                    count += yb.numel()
+            finally:
+                self.model.train(was_training)
+            if self.world_size > 1:
+                sums = distributed.all_reduce_sum(torch.tensor([loss_sum, correct, count], dtype=torch.float64))
+                loss_sum, correct, count = float(sums[0]), int(sums[1]), int(sums[2])
+        return {"loss": loss_sum / max(n, 1), "accuracy": correct / max(count, 1)}
 
     def _evaluate_all(self) -> dict[str, float]:
         metrics: dict[str, float] = {}
@@ -331,6 +449,8 @@ class Trainer:
         }
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
         if torch.cuda.is_available() and self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -344,6 +464,8 @@ class Trainer:
                     self.scheduler.load_state_dict(state["scheduler"])
                 else:
                     self._fast_forward_scheduler(int(state["global_step"]), int(state["epoch"]))
+            if self.scaler is not None and "scaler" in state:
+                self.scaler.load_state_dict(state["scaler"])
             for i, cb in enumerate(self.callbacks):
                 if hasattr(cb, "load_state_dict") and str(i) in state["callbacks"]:
                     cb.load_state_dict(state["callbacks"][str(i)])
@@ -390,14 +512,14 @@ class Trainer:
                 fn(self, *args)
 
     def _progress(self, total: int, desc: str):
-        if self.quiet or not sys.stderr.isatty():
+        if self.quiet or self.rank != 0 or not sys.stderr.isatty():
             return None
         from tqdm import tqdm
 
         return tqdm(total=total, desc=desc, leave=False, unit="batch", dynamic_ncols=True)
 
     def _report(self, metrics: dict[str, Any]) -> None:
-        if self.quiet:
+        if self.quiet or self.rank != 0:
             return
         parts = [f"epoch {metrics['epoch']:>3}/{self.epochs}", f"loss {metrics['train_loss']:.4f}"]
         for key in ("val_accuracy", "test_accuracy"):

@@ -11,14 +11,19 @@ equals the output width, tiled convolution is a locally connected layer.
 Both generalize to a stride s (output j reads V[j*s + m]) and to zero padding, and both
 come in 1D (data of table 9.1 with one spatial axis) and 2D. PyTorch has neither.
 
-Speed: no Python loop over positions. The locally connected layer gathers every
-receptive field with ``unfold`` (a view for 1D / 2D) and contracts it with the per-position
-weights as one batched matrix product (batch = output positions). The tiled layer with
-few tiles (t_h t_w <= 4) is one *grouped* strided convolution: output positions with the
-same tile offset (p, q) form a stride-(t*s) convolution of the input shifted by (p*s, q*s),
-so the t*t shifted copies are stacked as channel groups and convolved in a single call;
-with more tiles (where that grouped convolution gets slow) it gathers the receptive
-fields, groups them by tile offset and does one batched matrix product (batch = tiles).
+Speed: no Python loop over positions. Both layers reduce to a batch of small matrix
+products, one per output position (locally connected) or per tile (tiled, t_h t_w > 4):
+``_UnsharedConv`` below, a ``torch.autograd.Function`` with a hand-written backward.
+The input is laid out position-major, (C, H, W, N), with the batch innermost; then every
+receptive field is a strided view, the fields are gathered by one copy into
+(positions, C kh kw, N), and forward, weight gradient and field gradient are each one
+``bmm`` whose operands are already in a layout BLAS takes without copying. The input
+gradient adds the field gradients back with one in-place add per kernel offset (kh kw
+of them, not per position). Every large transpose is a plain 2-D one, which torch
+copies with a cache-blocked kernel. The tiled layer with few tiles (t_h t_w <= 4) is
+instead one *grouped* strided convolution: output positions with the same tile offset
+(p, q) form a stride-(t*s) convolution of the input shifted by (p*s, q*s), so the t*t
+shifted copies are stacked as channel groups and convolved in a single call.
 ``benchmarks/conv.py`` measures both against a per-position loop and a shared Conv2d.
 """
 
@@ -54,20 +59,131 @@ def _check_input(x: Tensor, dims: int, channels: int, name: str) -> None:
         )
 
 
-class _ContiguousGrad(torch.autograd.Function):
-    """Identity whose backward makes the incoming gradient contiguous.
+def _fields_view(buf: Tensor, tiles, per_tile, kernel, stride, offset=(0, 0)) -> Tensor:
+    """Receptive fields as a strided view of a position-major (C, H, W, N) buffer.
 
-    The gradient of the (L, N, O) batched product arrives permuted; CPU ``bmm`` on a
-    permuted batch falls back to a slow per-matrix path, so lay it out once here.
+    Returns (t_h, t_w, C, kh, kw, A, B, N): field of tile (p, q), position (a, b) in that
+    tile (output row a t_h + p, column b t_w + q), kernel offset (m, n), example n. A
+    locally connected layer is the case t = output size, A = B = 1. With kernel (1, 1)
+    and ``offset`` (m, n) it is the set of input pixels that kernel offset touches.
+    """
+    c, hb, wb, n = buf.shape
+    (th, tw), (ah, aw), (kh, kw), (sh, sw) = tiles, per_tile, kernel, stride
+    row, col = wb * n, n
+    size = (th, tw, c, kh, kw, ah, aw, n)
+    strides = (sh * row, sw * col, hb * row, row, col, th * sh * row, tw * sw * col, 1)
+    return buf.as_strided(size, strides, buf.storage_offset() + offset[0] * row + offset[1] * col)
+
+
+def _transposed(x: Tensor) -> Tensor:
+    """Contiguous transpose of a 2-D tensor (torch copies it with a cache-blocked kernel)."""
+    return x.t().contiguous()
+
+
+def _gemm_ready(w: Tensor) -> Tensor:
+    """``w`` itself if each of its matrices has a unit stride (what BLAS takes), else a copy."""
+    return w if 1 in (w.stride(-1), w.stride(-2)) else w.contiguous()
+
+
+def _reference_unshared(x, weights, kernel, stride, pads, tiles, out) -> Tensor:
+    """The same map as ``_UnsharedConv`` in plain differentiable view ops (unfold + bmm).
+
+    Used only for second derivatives (``create_graph=True``), where autograd has to
+    differentiate the backward pass itself.
+    """
+    (kh, kw), (sh, sw), (th, tw), (oh, ow) = kernel, stride, tiles, out
+    n, c = x.shape[:2]
+    ah, aw = -(-oh // th), -(-ow // tw)
+    fields = pad(x, pads).unfold(2, kh, sh).unfold(3, kw, sw)[:, :, :oh, :ow].permute(0, 2, 3, 1, 4, 5)
+    fields = F.pad(fields, (0, 0, 0, 0, 0, 0, 0, aw * tw - ow, 0, ah * th - oh))
+    fields = fields.reshape(n, ah, th, aw, tw, c * kh * kw).permute(2, 4, 0, 1, 3, 5)
+    z = torch.bmm(fields.reshape(th * tw, n * ah * aw, c * kh * kw), weights.transpose(1, 2))
+    z = z.reshape(th, tw, n, ah, aw, -1).permute(2, 5, 3, 0, 4, 1)
+    return z.reshape(n, -1, ah * th, aw * tw)[:, :, :oh, :ow]
+
+
+class _UnsharedConv(torch.autograd.Function):
+    """Eqs. 9.9 / 9.10 as one matrix product per tile: the engine of both layers.
+
+    Inputs: x (N, C, H, W); weights (T, O, C kh kw), one (O, C kh kw) matrix per tile
+    (T = t_h t_w; a locally connected layer has one tile per output position); the
+    kernel size, stride, (before, after) padding per axis, tile counts and output size.
+    Output position (j, k) uses tile (j % t_h, k % t_w). Output (N, O, OH, OW).
+
+    Forward: fields F (T, C kh kw, A B N) gathered from the position-major input, then
+    Z_t = F_t^T W_t^T, one ``bmm``. Backward, with G_t the output gradient of tile t as
+    an (O, A B N) matrix: dW_t = G_t F_t^T and dF_t = W_t^T G_t (one ``bmm`` each), and
+    dx sums dF over the kernel offsets that read each input pixel (the adjoint of the
+    gather). Second derivatives re-run the layer in plain autograd ops.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        return x.view_as(x)
+    def forward(ctx, x, weights, kernel, stride, pads, tiles, out):
+        n, c, h, w = x.shape
+        (kh, kw), (sh, sw), ((pt, pb), (pl, pr)), (th, tw), (oh, ow) = kernel, stride, pads, tiles, out
+        ah, aw = -(-oh // th), -(-ow // tw)                  # output positions per tile and axis
+        # Buffer height/width: the padded input, plus zeros for the positions that
+        # complete the last tile (computed, then cropped away).
+        hb = max(h + pt + pb, (ah * th - 1) * sh + kh)
+        wb = max(w + pl + pr, (aw * tw - 1) * sw + kw)
+        xt = _transposed(x.reshape(n, c * h * w)).view(c, h, w, n)      # position-major
+        if (hb, wb) == (h, w):
+            buf = xt
+        else:
+            buf = x.new_zeros(c, hb, wb, n)
+            buf[:, pt:pt + h, pl:pl + w] = xt
+        T, ck, m = th * tw, c * kh * kw, ah * aw * n
+        fields = _fields_view(buf, tiles, (ah, aw), kernel, stride).reshape(T, ck, m)   # the one gather
+        weights = _gemm_ready(weights)
+        n_out = weights.shape[1]
+        z = torch.bmm(fields.transpose(1, 2), weights.transpose(1, 2))   # (T, A B N, O)
+        z = _transposed(z.view(T * ah * aw, n * n_out))                   # (N, O, t_h, t_w, A, B)
+        if ah * aw > 1:   # interleave tiles back into space: output row a t_h + p
+            z = z.view(n, n_out, th, tw, ah, aw).permute(0, 1, 4, 2, 5, 3)
+        z = z.reshape(n, n_out, ah * th, aw * tw)[:, :, :oh, :ow]
+        ctx.save_for_backward(x, weights, fields)
+        ctx.geometry = (kernel, stride, pads, tiles, out, (hb, wb))
+        return z.contiguous()
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        return grad.contiguous()
+    def backward(ctx, grad):
+        x, weights, fields = ctx.saved_tensors
+        kernel, stride, pads, tiles, out, (hb, wb) = ctx.geometry
+        if torch.is_grad_enabled():   # create_graph=True: differentiate a differentiable copy
+            inputs = [t for t, need in zip((x, weights), ctx.needs_input_grad) if need]
+            with torch.enable_grad():
+                z = _reference_unshared(x, weights, kernel, stride, pads, tiles, out)
+            grads = iter(torch.autograd.grad(z, inputs, grad, create_graph=True))
+            return (*(next(grads) if need else None for need in ctx.needs_input_grad[:2]),
+                    None, None, None, None, None)
+        n, c, h, w = x.shape
+        (kh, kw), ((pt, pb), (pl, pr)), (th, tw), (oh, ow) = kernel, pads, tiles, out
+        ah, aw = -(-oh // th), -(-ow // tw)
+        T, n_out = th * tw, weights.shape[1]
+        if (ah * th, aw * tw) != (oh, ow):
+            grad = F.pad(grad, (0, aw * tw - ow, 0, ah * th - oh))
+        if ah * aw > 1:
+            grad = grad.reshape(n, n_out, ah, th, aw, tw).permute(0, 1, 3, 5, 2, 4)
+        # G as (O, T, A B N) by a 2-D transpose, then tile-major (T, O, A B N).
+        g = _transposed(grad.reshape(n, n_out * T * ah * aw)).view(n_out, T, ah * aw * n)
+        g = g.transpose(0, 1).contiguous()
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.bmm(g, fields.transpose(1, 2))               # (T, O, C kh kw)
+        if ctx.needs_input_grad[0]:
+            grad_fields = torch.bmm(weights.transpose(1, 2), g)          # (T, C kh kw, A B N)
+            grad_fields = grad_fields.view(th, tw, c, kh, kw, ah, aw, n)
+            buf = grad.new_zeros(c, hb, wb, n)
+            # Adjoint of the gather: kernel offset (m, n) of every field read the pixels
+            # of a strided sub-grid; add its gradients there (kh kw adds, no overlap within one).
+            for m in range(kh):
+                for q in range(kw):
+                    pixels = _fields_view(buf, tiles, (ah, aw), (1, 1), stride, (m, q))[:, :, :, 0, 0]
+                    pixels.add_(grad_fields[:, :, :, m, q])
+            if (hb, wb) != (h, w):
+                buf = buf[:, pt:pt + h, pl:pl + w]
+            grad_x = _transposed(buf.reshape(c * h * w, n)).view(n, c, h, w)
+        return grad_x, grad_w, None, None, None, None, None
 
 
 def locally_connected2d(
@@ -99,14 +215,11 @@ def locally_connected2d(
             f"kernel with stride {strides} and padding {padding!r} on a "
             f"{tuple(x.shape[2:])} input gives {expected}; build the weight for this input size"
         )
-    xp = pad(x, resolve_padding(padding, (kh, kw)))
-    # Receptive fields: (N, C, OH, OW, kh, kw), a strided view of the input.
-    fields = xp.unfold(2, kh, strides[0]).unfold(3, kw, strides[1])
-    n = x.shape[0]
-    # (OH*OW, N, C*kh*kw) @ (OH*OW, C*kh*kw, O) -> (OH*OW, N, O): a batch of small GEMMs.
-    fields = fields.permute(2, 3, 0, 1, 4, 5).reshape(oh * ow, n, n_in * kh * kw)
-    w = weight.permute(1, 2, 3, 4, 5, 0).reshape(oh * ow, n_in * kh * kw, n_out)
-    z = _ContiguousGrad.apply(torch.bmm(fields, w)).permute(1, 2, 0).reshape(n, n_out, oh, ow)
+    # One (O, C kh kw) matrix per output position: (OH OW, O, C kh kw), a view (no copy)
+    # both of the book's contiguous layout and of the position-major one of the module.
+    per_position = weight.reshape(n_out, oh * ow, n_in * kh * kw).transpose(0, 1)
+    z = _UnsharedConv.apply(x, per_position, (kh, kw), strides, resolve_padding(padding, (kh, kw)),
+                            (oh, ow), (oh, ow))
     return _add_bias(z, bias, "locally_connected2d")
 
 
@@ -166,12 +279,14 @@ def tiled_conv2d(
     _check_input(x, 2, n_in, "tiled_conv2d")
     sh, sw = check_stride(stride, 2)
     oh, ow = output_size(tuple(x.shape[2:]), (kh, kw), (sh, sw), padding)
-    xp = pad(x, resolve_padding(padding, (kh, kw)))
+    pads = resolve_padding(padding, (kh, kw))
     ah, aw = -(-oh // th), -(-ow // tw)          # output positions per tile along each axis
     if th * tw <= 4:
-        z = _tiled_grouped(xp, weight, (sh, sw), (oh, ow), (ah, aw))
+        z = _tiled_grouped(pad(x, pads), weight, (sh, sw), (oh, ow), (ah, aw))
     else:
-        z = _tiled_gemm(xp, weight, (sh, sw), (oh, ow), (ah, aw))
+        # Many tiles: one (O, C kh kw) matrix per tile, a small copy of the kernels.
+        per_tile = weight.permute(4, 5, 0, 1, 2, 3).reshape(th * tw, n_out, n_in * kh * kw)
+        z = _UnsharedConv.apply(x, per_tile, (kh, kw), (sh, sw), pads, (th, tw), (oh, ow))
     if bias is not None and bias.dim() == 3:
         if bias.shape != (n_out, th, tw):
             raise ShapeError(
@@ -227,25 +342,6 @@ def _tiled_grouped(xp: Tensor, weight: Tensor, stride, out, per_tile) -> Tensor:
     z = F.conv2d(shifted, kernels, None, (th * sh, tw * sw), 0, 1, th * tw)
     # (N, t_h, t_w, O, A, B) -> (N, O, A, t_h, B, t_w): interleave tiles back into space.
     z = z.reshape(n, th, tw, n_out, ah, aw).permute(0, 3, 4, 1, 5, 2)
-    return z.reshape(n, n_out, ah * th, aw * tw)[:, :, :oh, :ow]
-
-
-def _tiled_gemm(xp: Tensor, weight: Tensor, stride, out, per_tile) -> Tensor:
-    """Tiled convolution as t_h * t_w matrix products, one per tile (fast for many tiles).
-
-    The receptive fields (``unfold``) are grouped by tile offset (j % t_h, k % t_w); each
-    group is one (N * positions, C kh kw) @ (C kh kw, O) product, all in one ``bmm``.
-    """
-    n_out, n_in, kh, kw, th, tw = weight.shape
-    (sh, sw), (oh, ow), (ah, aw) = stride, out, per_tile
-    n = xp.shape[0]
-    fields = xp.unfold(2, kh, sh).unfold(3, kw, sw).permute(0, 2, 3, 1, 4, 5)   # (N, OH, OW, C, kh, kw)
-    fields = F.pad(fields, (0, 0, 0, 0, 0, 0, 0, aw * tw - ow, 0, ah * th - oh))
-    fields = fields.reshape(n, ah, th, aw, tw, n_in * kh * kw).permute(2, 4, 0, 1, 3, 5)
-    fields = fields.reshape(th * tw, n * ah * aw, n_in * kh * kw)
-    w = weight.permute(4, 5, 1, 2, 3, 0).reshape(th * tw, n_in * kh * kw, n_out)
-    z = _ContiguousGrad.apply(torch.bmm(fields, w))                             # (t_h t_w, N A B, O)
-    z = z.reshape(th, tw, n, ah, aw, n_out).permute(2, 5, 3, 0, 4, 1)
     return z.reshape(n, n_out, ah * th, aw * tw)[:, :, :oh, :ow]
 
 
