@@ -88,6 +88,7 @@ class TrainConfig:
     curriculum_ramp: int = 0  # epochs until all data is in use; 0: half of the epochs
     emphasis: str = "none"  # none | loss | misclassified | rare-class
     emphasis_floor: float = 0.2  # the smallest sampling weight, relative to the mean
+    tbptt: int = 0  # truncated BPTT: time steps per chunk (recurrent models); 0: full BPTT
 
 
 @dataclass
@@ -152,6 +153,7 @@ RANGES = {  # key: (low, high), inclusive
     "data.whiten_eps": (0.0, math.inf),
     "train.curriculum_ramp": (0, 100_000),
     "train.emphasis_floor": (0.001, 1.0),
+    "train.tbptt": (0, 1 << 20),
     "init.gain": (0.0, 1000.0),
     "init.sparse_k": (1, 1 << 20),
     "init.hidden_bias": (-10.0, 10.0),

@@ -152,6 +152,11 @@ def build_trainer(config: cfg.Config, splits: Splits, run_dir: Path | None, seed
 
         register_grad_clipping(optimizer, max_norm=t.clip_norm)
 
+    batch_step = None
+    if t.tbptt:
+        from descend.train.tbptt import TruncatedBPTT
+
+        batch_step = TruncatedBPTT(t.tbptt)
     augment = strategies.build_augment(config, splits)
     sampler, sampler_callbacks = strategies.build_sampler(config, splits, seed)
     callbacks += sampler_callbacks
@@ -171,6 +176,7 @@ def build_trainer(config: cfg.Config, splits: Splits, run_dir: Path | None, seed
         seed=seed,
         augment=augment,
         sampler=sampler,
+        batch_step=batch_step,
         loss=strategies.build_loss(config),
         quiet=config.quiet,
         device=device,

@@ -189,3 +189,22 @@ def test_bad_chunk_lengths_and_models_raise_clear_errors():
     images = TensorPair(torch.randn(4, 1, 5, 5, dtype=D), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ShapeError, match="to_sequence"):
         fit(plain, images, TruncatedBPTT(2))
+
+
+def test_truncated_bptt_from_the_config():
+    """``train.tbptt = k`` gives the Trainer a TruncatedBPTT(k) batch step (digits rows as time)."""
+    pytest.importorskip("sklearn")
+    from descend import config as cfg
+    from descend import runs
+    from descend.data import load_dataset
+    from descend.train import TruncatedBPTT
+
+    config = cfg.load(overrides=["model=rnn", "data.dataset=digits", "data.augment=none", "train.tbptt=4",
+                                 "train.epochs=1", "train.batch_size=64", "optimizer=adam", "optimizer.lr=0.01"])
+    splits = load_dataset("digits")
+    trainer = runs.build_trainer(config, splits, None, seed=0)
+    assert isinstance(trainer.batch_step, TruncatedBPTT) and trainer.batch_step.chunk_length == 4
+    history = trainer.fit()
+    assert history[-1]["val_accuracy"] > 0.2  # chance is 0.1
+    with pytest.raises(ConfigError, match="train.tbptt"):
+        cfg.load(overrides=["train.tbptt=-1"])

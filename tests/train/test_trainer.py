@@ -201,3 +201,30 @@ def test_resume_with_a_different_model_is_a_checkpoint_error(tmp_path):
     other = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), data, run_dir=tmp_path, quiet=True)
     with pytest.raises(CheckpointError, match="does not match"):
         other.resume()
+
+
+def test_exact_newton_gets_the_gradient_graph_it_needs():
+    """Newton (Alg. 8.8) differentiates the gradient again: the Trainer's closure keeps its graph."""
+    from descend.optim import Newton
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(128, 4, generator=g, dtype=torch.float64)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3).double()
+    data = Splits(TensorPair(x, y), TensorPair(x, y))
+    before = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.0), data, quiet=True).evaluate(data.val)["loss"]
+    trainer = Trainer(model, Newton(model.parameters(), damping=1e-2), data, epochs=3, batch_size=128, quiet=True)
+    history = trainer.fit()
+    assert history[-1]["val_loss"] < 0.5 * before
+
+
+def test_regression_targets_report_loss_without_accuracy():
+    x = torch.randn(32, 3)
+    y = x.sum(1, keepdim=True)
+    model = nn.Linear(3, 1)
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), (TensorPair(x, y), TensorPair(x, y)),
+                      loss=F.mse_loss, epochs=2, batch_size=8, quiet=True)
+    history = trainer.fit()
+    assert "val_loss" in history[-1] and "val_accuracy" not in history[-1]
+    assert history[-1]["val_loss"] < history[0]["val_loss"]

@@ -45,15 +45,14 @@ def position_major(weight: Tensor) -> Tensor:
     """The same (O, *out positions, C, *k) tensor, stored position-major in memory.
 
     Values, shape and indexing are unchanged; only the strides differ: memory order is
-    (*out positions, O, C, *k), so each output position's (O, C k) matrix is one
-    contiguous block. That is the layout in which the locally connected layer's weight
-    gradient comes out of its matrix products, so storing the weight this way saves a
+    (*out positions, C, *k, O), so each output position's weights form one contiguous
+    (C k, O) block. That is the layout in which the locally connected layer's weight
+    gradient comes out of its matrix product, so storing the weight this way saves a
     transposing copy of the layer's biggest tensor (one weight per connection) in every
     backward pass. ``weight.is_contiguous()`` is False; use ``reshape`` rather than ``view``.
     """
-    dims = (weight.dim() - 2) // 2                           # spatial axes
-    order = (*range(1, dims + 1), 0, *range(dims + 1, weight.dim()))
-    inverse = tuple(sorted(range(weight.dim()), key=order.__getitem__))
+    order = (*range(1, weight.dim()), 0)
+    inverse = (weight.dim() - 1, *range(weight.dim() - 1))
     return weight.permute(order).contiguous().permute(inverse)
 
 

@@ -22,7 +22,8 @@ k x k Hessian limits it to small models. Three remedies are here:
 
 Exact curvature needs the closure's gradient to carry its graph: call
 ``loss.backward(create_graph=True)`` (or use ``model_closure(..., create_graph=True)``).
-The classes say so with ``needs_create_graph = True``. ``NewtonCG`` also works with an
+The classes say so with ``needs_create_graph = True``, and descend's Trainer then builds
+such closures itself (in a single process). ``NewtonCG`` also works with an
 ordinary closure, using finite differences of gradients, H v ~ (g(theta + h v) - g(theta)) / h,
 one extra closure call per product (as SciPy's Newton-CG without ``hessp``).
 """

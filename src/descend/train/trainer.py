@@ -29,6 +29,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -187,6 +188,9 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         # Data parallelism (SPEC S6): one process of a torch.distributed group, if there is one.
         self.rank, self.world_size = distributed.world() if data_parallel is not False else (0, 1)
+        # Exact-curvature optimizers (Newton, saddle-free Newton) differentiate the gradient
+        # again: keep its graph. Not under DDP, which averages only the first backward pass.
+        self._create_graph = bool(getattr(optimizer, "needs_create_graph", False)) and self.world_size == 1
         self.forward_model = self.model  # what the training forward pass calls (DDP under data parallelism)
         self._loss_weight = 1.0  # this rank's share of the global batch, see distributed.shard_weight
         if self.world_size > 1:
@@ -354,7 +358,14 @@ class Trainer:
             loss = loss * self._loss_weight
         if self.scaler is not None:
             loss = self.scaler.scale(loss)
-        loss.backward()
+        if not self._create_graph:
+            loss.backward()
+            return
+        with warnings.catch_warnings():
+            # The gradient<->parameter cycle torch warns about is broken by the zero_grad
+            # (set_to_none) that starts every closure.
+            warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
+            loss.backward(create_graph=True)
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         if t.device != self.device:
@@ -379,7 +390,7 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor | TensorPair, y: torch.Tensor | None = None) -> dict[str, float]:
-        """Mean loss and accuracy (argmax over dim 1) of the model on ``(x, y)``.
+        """Mean loss and, for integer class targets, accuracy (argmax over dim 1) on ``(x, y)``.
 
         Under data parallelism this is a collective (call it on every rank): each rank
         scores its piece with rank 0's model, and the sums are all-reduced.
@@ -404,14 +415,18 @@ class Trainer:
                     xb, yb = self._to_device(xb), self._to_device(yb)
                     out = self.model(xb)
                     loss_sum += float(self.loss_fn(out, yb)) * len(xb)
-                    correct += int((out.argmax(1) == yb).sum())
-                    count += yb.numel()
+                    if not yb.is_floating_point():  # class targets; regression has no accuracy
+                        correct += int((out.argmax(1) == yb).sum())
+                        count += yb.numel()
             finally:
                 self.model.train(was_training)
             if self.world_size > 1:
                 sums = distributed.all_reduce_sum(torch.tensor([loss_sum, correct, count], dtype=torch.float64))
                 loss_sum, correct, count = float(sums[0]), int(sums[1]), int(sums[2])
-        return {"loss": loss_sum / max(n, 1), "accuracy": correct / max(count, 1)}
+        result = {"loss": loss_sum / max(n, 1)}
+        if count:
+            result["accuracy"] = correct / count
+        return result
 
     def _evaluate_all(self) -> dict[str, float]:
         metrics: dict[str, float] = {}
@@ -426,7 +441,8 @@ class Trainer:
             for name, pair in parts:
                 result = self.evaluate(pair)
                 metrics[f"{name}_loss"] = result["loss"]
-                metrics[f"{name}_accuracy"] = result["accuracy"]
+                if "accuracy" in result:
+                    metrics[f"{name}_accuracy"] = result["accuracy"]
         finally:
             self._call("on_validation_end")
         return metrics
@@ -486,8 +502,6 @@ class Trainer:
         """A run resumed with a different number of epochs: its schedule is the one built
         for the new length, advanced to where training stands (closed-form schedules only
         depend on the step count, so this is exact for them)."""
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
             for _ in range(steps if self.scheduler_interval == "batch" else epochs):

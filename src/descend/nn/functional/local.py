@@ -164,12 +164,22 @@ class _UnsharedConv(torch.autograd.Function):
             grad = F.pad(grad, (0, aw * tw - ow, 0, ah * th - oh))
         if ah * aw > 1:
             grad = grad.reshape(n, n_out, ah, th, aw, tw).permute(0, 1, 3, 5, 2, 4)
-        # G as (O, T, A B N) by a 2-D transpose, then tile-major (T, O, A B N).
-        g = _transposed(grad.reshape(n, n_out * T * ah * aw)).view(n_out, T, ah * aw * n)
-        g = g.transpose(0, 1).contiguous()
         grad_x = grad_w = None
-        if ctx.needs_input_grad[1]:
-            grad_w = torch.bmm(g, fields.transpose(1, 2))               # (T, O, C kh kw)
+        if weights.stride(-2) == 1:
+            # Column-major (C kh kw, O) blocks (the module's position-major storage, the
+            # tiled kernels): G_t^T (A B N, O) for all t by one 2-D transpose, and dW^T,
+            # which comes out in exactly the weights' layout (no copy to store it).
+            g = _transposed(grad.reshape(n * n_out, T * ah * aw)).view(T, ah * aw * n, n_out)
+            if ctx.needs_input_grad[1]:
+                grad_w = torch.bmm(fields, g).transpose(1, 2)             # (T, O, C kh kw)
+            g = g.transpose(1, 2)                                        # G_t, (O, A B N)
+        else:
+            # Row-major blocks (e.g. a contiguous book-layout weight): G_t as contiguous
+            # (O, A B N) matrices (a 2-D transpose, then a copy of O x T blocks).
+            g = _transposed(grad.reshape(n, n_out * T * ah * aw)).view(n_out, T, ah * aw * n)
+            g = g.transpose(0, 1).contiguous()
+            if ctx.needs_input_grad[1]:
+                grad_w = torch.bmm(g, fields.transpose(1, 2))           # (T, O, C kh kw)
         if ctx.needs_input_grad[0]:
             grad_fields = torch.bmm(weights.transpose(1, 2), g)          # (T, C kh kw, A B N)
             grad_fields = grad_fields.view(th, tw, c, kh, kw, ah, aw, n)
@@ -284,8 +294,8 @@ def tiled_conv2d(
     if th * tw <= 4:
         z = _tiled_grouped(pad(x, pads), weight, (sh, sw), (oh, ow), (ah, aw))
     else:
-        # Many tiles: one (O, C kh kw) matrix per tile, a small copy of the kernels.
-        per_tile = weight.permute(4, 5, 0, 1, 2, 3).reshape(th * tw, n_out, n_in * kh * kw)
+        # Many tiles: one (O, C kh kw) matrix per tile, stored column-major (a small copy).
+        per_tile = weight.permute(4, 5, 1, 2, 3, 0).reshape(th * tw, n_in * kh * kw, n_out).transpose(1, 2)
         z = _UnsharedConv.apply(x, per_tile, (kh, kw), (sh, sw), pads, (th, tw), (oh, ow))
     if bias is not None and bias.dim() == 3:
         if bias.shape != (n_out, th, tw):
