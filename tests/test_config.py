@@ -97,3 +97,19 @@ def test_device_precision_and_data_parallel_keys():
 def test_bad_device_and_precision_values(override, fragment):
     with pytest.raises(ConfigError, match=fragment):
         cfg.load(overrides=[override])
+
+
+def test_augmentation_options_reach_the_transforms():
+    from descend import strategies
+    from descend.data.transforms import ElasticDistortion, RandomAffine
+
+    c = cfg.load(overrides=["data.augment=affine", "data.affine_rotation=15", "data.affine_scale=0.2",
+                            "data.affine_shear=5", "data.max_shift=3"])
+    aug = strategies.build_augment(c, None)
+    assert isinstance(aug, RandomAffine)
+    assert (aug.degrees, aug.scale, aug.shear, aug.translate) == (15.0, 0.2, 5.0, 3.0)
+    c = cfg.load(overrides=["data.augment=elastic", "data.elastic_alpha=20", "data.elastic_sigma=3"])
+    aug = strategies.build_augment(c, None)
+    assert isinstance(aug, ElasticDistortion) and (aug.alpha, aug.sigma) == (20.0, 3.0)
+    with pytest.raises(ConfigError, match="affine_scale"):
+        cfg.load(overrides=["data.affine_scale=1.5"])

@@ -4,7 +4,10 @@ For a model and batch size, one epoch over the same in-memory data is timed twic
 alternately, several times:
 
 * a hand-written PyTorch loop (index a batch, forward, cross-entropy, backward, step);
-* descend's Trainer doing the same work (no evaluation, no checkpoints).
+* descend's Trainer doing the same work (no evaluation, no checkpoints);
+
+each in the contiguous (NCHW) and the channels-last (NHWC) memory layout, to see
+whether oneDNN's channels-last convolutions pay off on this CPU.
 
 The ratio of the medians is the Trainer's overhead. The images/s of the Trainer are
 also converted to FLOP/s (3x the forward FLOPs of the network's convolutions and
@@ -64,18 +67,21 @@ def sgemm_flops(size: int = 1024, seconds: float = 1.0) -> float:
 
 
 def _hand_written_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                        batch_size: int, order: torch.Tensor) -> None:
+                        batch_size: int, order: torch.Tensor, channels_last: bool = False) -> None:
     model.train()
     for idx in order.split(batch_size):
         xb, yb = x[idx], y[idx]
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(xb), yb).backward()
         opt.step()
 
 
 def trainer_overhead(make_model: Callable[[], nn.Module], input_shape: tuple[int, ...], batch_size: int,
-                     images: int = 2048, repeats: int = 5, seed: int = 0) -> dict[str, Any]:
-    """Median seconds per epoch of ``images`` random inputs, hand-written loop vs Trainer."""
+                     images: int = 2048, repeats: int = 5, seed: int = 0, channels_last: bool = False) -> dict[str, Any]:
+    """Median seconds per epoch of ``images`` random inputs, hand-written loop vs Trainer
+    (both channels-last when ``channels_last``)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(images, *input_shape, generator=g)
     y = torch.randint(0, 10, (images,), generator=g)
@@ -83,34 +89,37 @@ def trainer_overhead(make_model: Callable[[], nn.Module], input_shape: tuple[int
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     trainer = Trainer(model, opt, Splits(TensorPair(x, y)), epochs=0, batch_size=batch_size, quiet=True,
-                      checkpoint=False, evaluate_test=False, seed=seed)
+                      checkpoint=False, evaluate_test=False, seed=seed, channels_last=channels_last)
     hand, ours = [], []
-    _hand_written_epoch(model, opt, x, y, batch_size, torch.randperm(images, generator=g))  # warm-up
+    _hand_written_epoch(model, opt, x, y, batch_size, torch.randperm(images, generator=g), channels_last)  # warm-up
     for r in range(repeats):
         order = torch.randperm(images, generator=g)
         start = time.perf_counter()
-        _hand_written_epoch(model, opt, x, y, batch_size, order)
+        _hand_written_epoch(model, opt, x, y, batch_size, order, channels_last)
         hand.append(time.perf_counter() - start)
         trainer.epochs += 1
         start = time.perf_counter()
         trainer.fit()
         ours.append(time.perf_counter() - start)
     h, t = statistics.median(hand), statistics.median(ours)
-    return {"batch_size": batch_size, "images": images, "hand_s": h, "trainer_s": t, "ratio": t / h,
+    return {"batch_size": batch_size, "channels_last": channels_last, "images": images, "hand_s": h,
+            "trainer_s": t, "ratio": t / h,
             "trainer_images_per_s": images / t, "hand_images_per_s": images / h}
 
 
 def run(make_model: Callable[[], nn.Module], input_shape: tuple[int, ...], batch_sizes=(10, 64, 256),
-        images: int = 2048, repeats: int = 5) -> dict[str, Any]:
-    """The overhead and throughput table for each batch size, plus the FLOP/s fraction."""
+        images: int = 2048, repeats: int = 5, layouts=(False, True)) -> dict[str, Any]:
+    """The overhead and throughput table for each batch size and memory layout
+    (contiguous, channels-last), plus the FLOP/s fraction."""
     peak = sgemm_flops()
     per_image = 3 * forward_flops(make_model(), input_shape)
     rows = []
     for bs in batch_sizes:
-        row = trainer_overhead(make_model, input_shape, bs, images, repeats)
-        row["gflops"] = row["trainer_images_per_s"] * per_image / 1e9
-        row["fraction_of_sgemm"] = row["trainer_images_per_s"] * per_image / peak
-        rows.append(row)
+        for channels_last in layouts:
+            row = trainer_overhead(make_model, input_shape, bs, images, repeats, channels_last=channels_last)
+            row["gflops"] = row["trainer_images_per_s"] * per_image / 1e9
+            row["fraction_of_sgemm"] = row["trainer_images_per_s"] * per_image / peak
+            rows.append(row)
     return {"threads": torch.get_num_threads(), "sgemm_gflops": peak / 1e9,
             "train_flops_per_image": per_image, "rows": rows}
 
@@ -118,9 +127,10 @@ def run(make_model: Callable[[], nn.Module], input_shape: tuple[int, ...], batch
 def table(result: dict[str, Any]) -> str:
     lines = [f"threads {result['threads']}, sgemm {result['sgemm_gflops']:.1f} GFLOP/s, "
              f"{result['train_flops_per_image'] / 1e6:.1f} MFLOP per training image",
-             "batch | hand-written s | Trainer s | ratio | Trainer img/s | GFLOP/s | of sgemm",
-             "---:|---:|---:|---:|---:|---:|---:"]
+             "batch | layout | hand-written s | Trainer s | ratio | Trainer img/s | GFLOP/s | of sgemm",
+             "---:|---|---:|---:|---:|---:|---:|---:"]
     for r in result["rows"]:
-        lines.append(f"{r['batch_size']} | {r['hand_s']:.3f} | {r['trainer_s']:.3f} | {r['ratio']:.3f} | "
+        layout = "channels-last" if r["channels_last"] else "contiguous"
+        lines.append(f"{r['batch_size']} | {layout} | {r['hand_s']:.3f} | {r['trainer_s']:.3f} | {r['ratio']:.3f} | "
                      f"{r['trainer_images_per_s']:.0f} | {r['gflops']:.1f} | {100 * r['fraction_of_sgemm']:.0f}%")
     return "\n".join(lines)

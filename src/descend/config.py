@@ -54,6 +54,11 @@ class DataConfig:
     eval_limit: int = 0
     augment: str = "shift"  # none | shift | affine | elastic (descend.data.transforms)
     max_shift: int = 2
+    affine_rotation: float = 10.0  # augment = "affine": rotations up to +-degrees
+    affine_scale: float = 0.1  # ... scalings by a factor in [1 - s, 1 + s]
+    affine_shear: float = 10.0  # ... shears up to +-degrees (translations: max_shift pixels)
+    elastic_alpha: float = 34.0  # augment = "elastic": displacement scale (Simard et al.)
+    elastic_sigma: float = 4.0  # ... smoothness (Gaussian width, pixels)
     expand: bool = False
     flip: bool = False  # random left-right mirroring (not for digits)
     color_jitter: float = 0.0  # AlexNet PCA colour jitter std (0.1 in the paper); 0: off
@@ -77,7 +82,7 @@ class TrainConfig:
     evaluate_test: bool = True
     checkpoint: bool = True
     amp: str = "none"  # mixed precision of the training forward pass: none | bf16 | fp16
-    channels_last: str = "auto"  # auto (on for CUDA with convolutions) | on | off
+    channels_last: str = "auto"  # auto (on for models with convolutions) | on | off
     sync_batchnorm: bool = False  # data-parallel: global-batch statistics instead of per-rank
     dist_timeout: float = 300.0  # seconds a collective waits for the other processes
     loss: str = "cross-entropy"  # cross-entropy | sigmoid-cross-entropy | quadratic (descend.losses)
@@ -141,6 +146,11 @@ RANGES = {  # key: (low, high), inclusive
     "data.limit": (0, math.inf),
     "data.eval_limit": (0, math.inf),
     "data.max_shift": (0, 27),
+    "data.affine_rotation": (0.0, 180.0),
+    "data.affine_scale": (0.0, 0.9),
+    "data.affine_shear": (0.0, 60.0),
+    "data.elastic_alpha": (0.0, 1000.0),
+    "data.elastic_sigma": (0.1, 100.0),
     "train.epochs": (0, 100_000),
     "train.batch_size": (1, 1 << 20),
     "train.eval_batch_size": (1, 1 << 20),

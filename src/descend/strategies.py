@@ -104,10 +104,11 @@ def build_augment(config: cfg.Config, splits: Splits):
     parts: list[Any] = []
     if d.augment == "shift":
         parts.append(RandomShift(d.max_shift))
-    elif d.augment == "affine":  # small distortions: +-10 degrees, +-10% scale and shear, +-max_shift pixels
-        parts.append(RandomAffine(degrees=10.0, scale=0.1, shear=10.0, translate=float(d.max_shift)))
+    elif d.augment == "affine":  # small distortions: rotation, scale, shear, +-max_shift pixels
+        parts.append(RandomAffine(degrees=d.affine_rotation, scale=d.affine_scale, shear=d.affine_shear,
+                                  translate=float(d.max_shift)))
     elif d.augment == "elastic":  # Simard et al. (2003) on 28 x 28 digits
-        parts.append(ElasticDistortion(alpha=34.0, sigma=4.0))
+        parts.append(ElasticDistortion(alpha=d.elastic_alpha, sigma=d.elastic_sigma))
     if d.flip:
         parts.append(RandomFlip(0.5))
     if d.color_jitter > 0:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from descend import nn as dnn
 from descend.errors import ConfigError, ShapeError
 from descend.nn import functional as DF
+from descend.nn.local import position_major
 from reference import conv as ref
 
 
@@ -36,7 +37,7 @@ def test_locally_connected_with_shared_weights_is_convolution():
     torch.testing.assert_close(DF.locally_connected2d(x, w), F.conv2d(x, k))
 
 
-@pytest.mark.parametrize("tiles", [(1, 1), (2, 2), (2, 3), (3, 1), (4, 4)])   # <= 4 tiles: grouped conv; more: GEMM
+@pytest.mark.parametrize("tiles", [(1, 1), (2, 2), (2, 3), (3, 1), (4, 4)])   # <= 4 tiles: grouped conv; more: per-position engine
 @pytest.mark.parametrize("stride,padding", [(1, "valid"), (2, "same"), (1, "full")])
 def test_tiled_conv2d_matches_eq_9_10(tiles, stride, padding):
     x = rand(2, 2, 8, 7, seed=4)
@@ -95,9 +96,82 @@ def test_gradcheck_local_and_tiled():
     K = rand(2, 2, 2, 2, 2, 2, seed=16).requires_grad_()
     b = rand(2, 2, 2, seed=17).requires_grad_()
     assert torch.autograd.gradcheck(lambda x, K, b: DF.tiled_conv2d(x, K, b, 1, "same"), (x, K, b))
-    K6 = rand(2, 2, 2, 2, 3, 2, seed=18).requires_grad_()      # 6 tiles: the GEMM path
+    K6 = rand(2, 2, 2, 2, 3, 2, seed=18).requires_grad_()      # 6 tiles: the per-position engine
     assert torch.autograd.gradcheck(lambda x, K: DF.tiled_conv2d(x, K, None, 2, "full"), (x, K6))
 
+
+# The hand-written backward of the unshared engine (_UnsharedConv), checked against
+# finite differences in float64: every weight layout it distinguishes (the module's
+# position-major storage, a contiguous book-layout weight, the tiled kernels), stride,
+# padding, incomplete tiles, one and several input channels, and second derivatives.
+@pytest.mark.parametrize("channels,stride,padding", [(1, 1, "valid"), (3, 2, "same"), (2, (2, 1), "full")])
+def test_unshared_backward_passes_gradcheck_for_every_weight_layout(channels, stride, padding):
+    x = rand(2, channels, 6, 5, seed=20).requires_grad_()
+    oh, ow = DF.output_size((6, 5), (3, 2), stride, padding)
+    w = rand(2, oh, ow, channels, 3, 2, seed=21)
+    for weight in (w.clone(), position_major(w)):
+        weight.requires_grad_()
+        f = lambda x, weight: DF.locally_connected2d(x, weight, None, stride, padding)   # noqa: E731
+        assert torch.autograd.gradcheck(f, (x, weight))
+        assert torch.autograd.gradgradcheck(f, (x, weight))
+    K = rand(2, channels, 3, 2, 2, 3, seed=22).requires_grad_()          # 6 tiles: not a whole number per axis
+    f = lambda x, K: DF.tiled_conv2d(x, K, None, stride, padding)          # noqa: E731
+    assert torch.autograd.gradcheck(f, (x, K))
+    assert torch.autograd.gradgradcheck(f, (x, K))
+
+
+def test_position_major_module_weight_matches_the_book_layout():
+    layer = dnn.LocallyConnected2d(3, 4, (7, 6), (3, 2), stride=(2, 1), padding="same").double()
+    w = layer.weight.detach()
+    assert w.shape == (4, 4, 6, 3, 3, 2) and not w.is_contiguous()
+    assert w.stride()[0] == 1                                             # (positions, k, C, O) in memory
+    x = rand(2, 3, 7, 6, seed=23).requires_grad_()
+    out = layer(x)
+    pads = DF.resolve_padding("same", (3, 2))
+    for n in range(2):
+        np.testing.assert_allclose((out - layer.bias)[n].detach().numpy(),
+                                   ref.locally_connected2d(x[n].detach().numpy(), w.numpy(), (2, 1), pads),
+                                   atol=1e-12)
+    # Same values as a contiguous copy through the functional form: outputs and gradients agree.
+    wc = w.contiguous().requires_grad_()
+    xc = x.detach().clone().requires_grad_()
+    ((out - layer.bias) ** 2).sum().backward()
+    (DF.locally_connected2d(xc, wc, None, (2, 1), "same") ** 2).sum().backward()
+    torch.testing.assert_close(layer.weight.grad, wc.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x.grad, xc.grad, rtol=1e-12, atol=1e-12)
+    assert layer.weight.grad.stride() == layer.weight.stride()           # no copy to store the gradient
+    one_d = dnn.LocallyConnected1d(2, 3, 9, 3)
+    assert torch.equal(one_d.weight, position_major(one_d.weight.contiguous()))
+
+
+def test_unshared_gradients_when_only_some_inputs_need_them():
+    # First layer (input without grad), frozen weights, channels-last input.
+    x = rand(2, 3, 6, 6, seed=24)
+    w = rand(2, 4, 4, 3, 3, 3, seed=25)
+    ref_x, ref_w = x.clone().requires_grad_(), w.clone().requires_grad_()
+    (DF.locally_connected2d(ref_x, ref_w) ** 2).sum().backward()
+    frozen_x = x.clone().requires_grad_()
+    (DF.locally_connected2d(frozen_x, w) ** 2).sum().backward()
+    torch.testing.assert_close(frozen_x.grad, ref_x.grad)
+    learnt_w = position_major(w).requires_grad_()
+    (DF.locally_connected2d(x.contiguous(memory_format=torch.channels_last), learnt_w) ** 2).sum().backward()
+    torch.testing.assert_close(learnt_w.grad, ref_w.grad)
+
+
+def test_unshared_layers_train_under_bfloat16_autocast():
+    # The forward follows autocast (bf16 products); the hand-written backward then gets a
+    # bf16 output gradient and must still return float32 gradients close to float32's.
+    torch.manual_seed(0)
+    layer = dnn.LocallyConnected2d(3, 4, 8, 3, bias=None)
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    expected = torch.autograd.grad(layer(x).sum(), (x, layer.weight))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = layer(x)
+    got = torch.autograd.grad(z.float().sum(), (x, layer.weight))
+    assert z.dtype == torch.bfloat16
+    for g, e in zip(got, expected):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, e, rtol=0.05, atol=0.05)
 
 def test_modules_parameters_and_biases():
     lc = dnn.LocallyConnected2d(3, 4, (8, 8), 3, stride=2)

@@ -11,9 +11,10 @@ recursion out anyway, for two reasons:
 * ``tanh_rnn_backward`` and ``lstm_backward`` are the same recursions for an arbitrary
   upstream gradient on the hidden states. ``descend.nn.RNN`` and ``descend.nn.LSTM``
   use them as their backward pass: one short loop over time with two to five tensor
-  operations per step, instead of autograd's replay of every per-step node. That is
-  what makes the LSTM about as fast as ``torch.nn.LSTM``'s fused oneDNN kernel on CPU
-  (see benchmarks/rnn.py).
+  operations per step, instead of autograd's replay of every per-step node. With them
+  the RNN is faster than ``torch.nn.RNN`` on CPU and the LSTM within 1.1-1.6x of
+  ``torch.nn.LSTM``'s fused oneDNN kernel at moderate sizes (2.2-2.6x for long
+  sequences of tiny steps, where per-operation dispatch dominates; benchmarks/rnn.py).
 
 Tensors here are *time-major*, ``(T, N, ...)``, so that ``h[t]`` is a contiguous
 ``(N, H)`` block; the modules in ``recurrent.py`` take and return batch-first
@@ -240,31 +241,42 @@ def lstm_backward(
         dL/ds(t-1)  = dL/ds(t) * f                   dL/dh(t-1) = direct(t-1) + W^T dL/dpre(t)
 
     Every factor that does not depend on the gradient is computed for all t at once
-    before the loop, leaving five tensor operations per step.
+    before the loop, directly into the ``grad_pre`` buffer, which the loop then scales
+    in place. What is left per step is five tensor operations (two products of
+    ``dL/ds``, two in-place scalings, one fused ``addmm`` accumulating into the buffer
+    of ``dL/dh``), each on a view made once before the loop: Python overhead, not
+    arithmetic, is the cost at small sizes.
     """
     T, N, H4 = acts.shape
     H = H4 // 4
     g, f, z, q = acts.chunk(4, dim=2)
-    # Coefficients of dL/ds(t) in the pre-activation gradients of gates g, f and z, laid
-    # out (T, N, 3, H) like the first three blocks of grad_pre. Written with in-place
-    # fused ops (a - a*b as addcmul(a, a, b, value=-1)): these are the only passes over
-    # whole (T, N, H) arrays, and memory traffic is what they cost.
-    ds_coef = torch.empty(T, N, 3, H, dtype=acts.dtype, device=acts.device)
-    torch.addcmul(g, g, g, value=-1, out=ds_coef[:, :, 0]).mul_(z)  # z g (1 - g)
-    torch.addcmul(f, f, f, value=-1, out=ds_coef[:, :, 1]).mul_(s[:-1])  # s(t-1) f (1 - f)
-    torch.addcmul(g, g, z * z, value=-1, out=ds_coef[:, :, 2])  # g (1 - z^2)
-    dh_coef = torch.addcmul(q, q, q, value=-1).mul_(tanh_s)  # dL/dh(t) -> dL/dpre_q: tanh(s) q (1 - q)
-    dh_to_ds = torch.addcmul(q, q, tanh_s * tanh_s, value=-1)  # dL/dh(t) -> dL/ds(t): q (1 - tanh(s)^2)
+    # grad_pre starts as the coefficients: of dL/ds(t) in blocks g, f, z, of dL/dh(t)
+    # in block q. Written with fused ops (a - a*b as addcmul(a, a, b, value=-1)): these
+    # are the only passes over whole (T, N, H) arrays, and memory traffic is their cost.
     grad_pre = torch.empty_like(acts)
-    blocks = grad_pre.view(T, N, 4, H)
-    dh = direct[T - 1] if grad_hT is None else direct[T - 1] + grad_hT
-    ds = torch.zeros_like(dh) if grad_sT is None else grad_sT
+    pre_g, pre_f, pre_z, pre_q = grad_pre.chunk(4, dim=2)
+    torch.addcmul(g, g, g, value=-1, out=pre_g).mul_(z)  # z g (1 - g)
+    torch.addcmul(f, f, f, value=-1, out=pre_f).mul_(s[:-1])  # s(t-1) f (1 - f)
+    torch.addcmul(g, g, z * z, value=-1, out=pre_z)  # g (1 - z^2)
+    torch.addcmul(q, q, q, value=-1, out=pre_q).mul_(tanh_s)  # tanh(s) q (1 - q)
+    dh_to_ds = torch.addcmul(q, q, tanh_s * tanh_s, value=-1)  # dL/dh(t) -> dL/ds(t): q (1 - tanh(s)^2)
+    # dL/dh(t) for every t: ``direct`` plus, filled in by the loop, W^T dL/dpre(t+1).
+    dh = direct.clone(memory_format=torch.contiguous_format)
+    if grad_hT is not None:
+        dh[T - 1] += grad_hT
+    ds = torch.empty_like(dh[0])  # dL/ds(t)
+    ds_f = torch.zeros_like(ds) if grad_sT is None else grad_sT.clone()  # dL/ds(t+1) * f(t+1)
+    ds_3 = ds.unsqueeze(1)  # broadcast over the three blocks g, f, z
+    # Per-step views, made once (in the loop, indexing is a Python list lookup).
+    dh_t, to_ds_t, f_t, pre_t = dh.unbind(0), dh_to_ds.unbind(0), f.unbind(0), grad_pre.unbind(0)
+    gfz_t = grad_pre.view(T, N, 4, H)[:, :, :3].unbind(0)
+    q_t = pre_q.unbind(0)
     for t in range(T - 1, -1, -1):
-        ds = torch.addcmul(ds, dh, dh_to_ds[t])
-        torch.mul(ds_coef[t], ds.unsqueeze(1), out=blocks[t, :, :3])
-        torch.mul(dh_coef[t], dh, out=blocks[t, :, 3])
-        ds = ds * f[t]
+        torch.addcmul(ds_f, dh_t[t], to_ds_t[t], out=ds)  # dL/ds(t)
+        gfz_t[t].mul_(ds_3)  # dL/dpre of g, f, z
+        q_t[t].mul_(dh_t[t])  # dL/dpre_q
+        torch.mul(ds, f_t[t], out=ds_f)  # the part of dL/ds(t-1) that flows through s
         if t > 0:
-            dh = torch.addmm(direct[t - 1], grad_pre[t], W)
+            dh_t[t - 1].addmm_(pre_t[t], W)  # eqs. 10.20-10.21 for the LSTM: += W^T dL/dpre(t)
     grad_h0 = grad_pre[0] @ W
-    return grad_pre, grad_h0, ds
+    return grad_pre, grad_h0, ds_f

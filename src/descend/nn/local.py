@@ -45,14 +45,15 @@ def position_major(weight: Tensor) -> Tensor:
     """The same (O, *out positions, C, *k) tensor, stored position-major in memory.
 
     Values, shape and indexing are unchanged; only the strides differ: memory order is
-    (*out positions, C, *k, O), so each output position's weights form one contiguous
-    (C k, O) block. That is the layout in which the locally connected layer's weight
+    (*out positions, *k, C, O), so each output position's weights are one contiguous
+    (k C, O) block. That is the layout in which the locally connected layer's weight
     gradient comes out of its matrix product, so storing the weight this way saves a
     transposing copy of the layer's biggest tensor (one weight per connection) in every
     backward pass. ``weight.is_contiguous()`` is False; use ``reshape`` rather than ``view``.
     """
-    order = (*range(1, weight.dim()), 0)
-    inverse = (weight.dim() - 1, *range(weight.dim() - 1))
+    d = (weight.dim() - 2) // 2                              # spatial axes
+    order = (*range(1, d + 1), *range(d + 2, 2 * d + 2), d + 1, 0)
+    inverse = tuple(order.index(axis) for axis in range(weight.dim()))
     return weight.permute(order).contiguous().permute(inverse)
 
 

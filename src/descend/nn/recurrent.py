@@ -536,26 +536,30 @@ class _LSTMFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, h0: Tensor, s0: Tensor, U: Tensor, W: Tensor, b: Tensor):
-        xt = _time_major(x)
-        T, N, F_ = xt.shape
+        N, T, F_ = x.shape
         H = h0.shape[1]
-        pre_x = torch.addmm(b, xt.view(T * N, F_), U.t()).view(T, N, 4 * H)  # b + U x(t), all t
         # Preallocated buffers written in place: no copies after the loop, and far less
         # memory traffic than fresh tensors per step stacked at the end (the difference
-        # dominates once N x 4H is in the tens of thousands).
+        # dominates once N x 4H is in the tens of thousands). Row t of ``xh`` is
+        # [x(t), h(t-1)] (time-major; h(-1) = h0, and row T holds only h(T-1)), so that
+        # the backward gets dL/dU and dL/dW together from one matrix product.
         kw = {"dtype": x.dtype, "device": x.device}
-        acts = torch.empty(T, N, 4 * H, **kw)  # per step [g, f, z, q], after their nonlinearities
+        xh = torch.empty(T + 1, N, F_ + H, **kw)
+        xt, h = xh[:T, :, :F_], xh[:, :, F_:]
+        xt.copy_(x.transpose(0, 1))
+        h[0] = h0
+        acts = torch.empty(T, N, 4 * H, **kw)  # per step [g, f, z, q]: pre-activations, then gates
+        torch.addmm(b, xt.reshape(T * N, F_), U.t(), out=acts.view(T * N, 4 * H))  # b + U x(t), all t
         s = torch.empty(T + 1, N, H, **kw)
-        h = torch.empty(T + 1, N, H, **kw)
         tanh_s = torch.empty(T, N, H, **kw)
-        s[0], h[0] = s0, h0
+        s[0] = s0
         # Per-step views, made once: in the loop, indexing is a Python list lookup.
-        act_t, s_t, h_t, tanh_t, pre_t = acts.unbind(0), s.unbind(0), h.unbind(0), tanh_s.unbind(0), pre_x.unbind(0)
+        act_t, s_t, h_t, tanh_t = acts.unbind(0), s.unbind(0), h.unbind(0), tanh_s.unbind(0)
         gf_t = acts[:, :, : 2 * H].unbind(0)
         g_t, f_t, z_t, q_t = (block.unbind(0) for block in acts.chunk(4, dim=2))
         WT = W.t()
         for t in range(T):
-            torch.addmm(pre_t[t], h_t[t], WT, out=act_t[t])  # pre-activations of all four blocks
+            act_t[t].addmm_(h_t[t], WT)  # pre-activations of all four blocks, += W h(t-1)
             gf_t[t].sigmoid_()  # input and forget gates
             z_t[t].tanh_()  # cell input
             q_t[t].sigmoid_()  # output gate
@@ -563,24 +567,27 @@ class _LSTMFunction(torch.autograd.Function):
             s_t[t + 1].addcmul_(g_t[t], z_t[t])  # s(t) = f s(t-1) + g z
             torch.tanh(s_t[t + 1], out=tanh_t[t])
             torch.mul(q_t[t], tanh_t[t], out=h_t[t + 1])  # h(t) = tanh(s(t)) q
-        ctx.save_for_backward(xt, acts, s, h, tanh_s, U, W)
+        ctx.save_for_backward(xh, acts, s, tanh_s, U, W)
         return h[1:], s[T].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_h: Tensor | None, grad_sT: Tensor | None):
-        xt, acts, s, h, tanh_s, U, W = ctx.saved_tensors
+        xh, acts, s, tanh_s, U, W = ctx.saved_tensors
         T, N, H4 = acts.shape
         H = H4 // 4
+        F_ = xh.shape[2] - H
         if grad_h is None:
             grad_h = torch.zeros(T, N, H, dtype=acts.dtype, device=acts.device)
         grad_pre, grad_h0, grad_s0 = lstm_backward(grad_h, acts, s, tanh_s, W, grad_sT=grad_sT)
         flat = grad_pre.view(T * N, H4)
-        grad_x = (flat @ U).view(T, N, -1).transpose(0, 1) if ctx.needs_input_grad[0] else None
-        grad_U = flat.t() @ xt.view(T * N, -1)
-        grad_W = flat.t() @ h[:-1].reshape(T * N, H)
+        grad_x = None
+        if ctx.needs_input_grad[0]:   # flat @ U, with U's columns contiguous (much faster for small F)
+            grad_x = (flat @ U.t().contiguous().t()).view(T, N, F_).transpose(0, 1)
+        # dL/dU and dL/dW = sum_t dL/dpre(t) [x(t), h(t-1)]^T: one product.
+        grad_UW = flat.t() @ xh[:T].reshape(T * N, F_ + H)
         grad_b = flat.sum(0)
-        return grad_x, grad_h0, grad_s0, grad_U, grad_W, grad_b
+        return grad_x, grad_h0, grad_s0, grad_UW[:, :F_], grad_UW[:, F_:], grad_b
 
 
 class LSTM(nn.Module):
@@ -596,12 +603,15 @@ class LSTM(nn.Module):
     ``descend.nn.bptt.lstm_backward``. ``explicit_bptt=False`` steps ``self.cell``
     under autograd (slower, but twice differentiable).
 
-    Speed: a Python loop over the T time steps (about eight tensor operations each
-    forward, five backward), none over the batch. ``torch.nn.LSTM`` on CPU runs the whole
-    sequence, forward and backward, in one fused oneDNN kernel; against it
-    forward+backward measured about 1.4-1.7x at row-MNIST size (N=128, T=28, H=128) and
-    2-4x for small batches or long sequences, where the ~5 us cost of dispatching each
-    small tensor operation from Python dominates (benchmarks/rnn.py).
+    Speed: a Python loop over the T time steps (eight tensor operations each forward,
+    five backward, in place on views made once), none over the batch; the input
+    projections of all steps are one matrix product, and so are the weight gradients.
+    ``torch.nn.LSTM`` on CPU runs the whole sequence, forward and backward, in one fused
+    oneDNN kernel; against it forward+backward measured 1.1-1.6x (N=128, T=28, H=128:
+    1.40-1.43; N=32, T=100, H=128: 1.47-1.60; N=64, T=50, H=256: 1.08-1.23) and 2.2-2.6x
+    for a long sequence of small steps (N=16, T=400, H=64), where each of the 13
+    operations per step costs ~1.5 us of dispatch, more than its arithmetic
+    (benchmarks/rnn.py, one thread, on a loaded 2-core machine).
     """
 
     def __init__(

@@ -11,19 +11,29 @@ equals the output width, tiled convolution is a locally connected layer.
 Both generalize to a stride s (output j reads V[j*s + m]) and to zero padding, and both
 come in 1D (data of table 9.1 with one spatial axis) and 2D. PyTorch has neither.
 
-Speed: no Python loop over positions. Both layers reduce to a batch of small matrix
-products, one per output position (locally connected) or per tile (tiled, t_h t_w > 4):
-``_UnsharedConv`` below, a ``torch.autograd.Function`` with a hand-written backward.
-The input is laid out position-major, (C, H, W, N), with the batch innermost; then every
-receptive field is a strided view, the fields are gathered by one copy into
-(positions, C kh kw, N), and forward, weight gradient and field gradient are each one
-``bmm`` whose operands are already in a layout BLAS takes without copying. The input
-gradient adds the field gradients back with one in-place add per kernel offset (kh kw
-of them, not per position). Every large transpose is a plain 2-D one, which torch
-copies with a cache-blocked kernel. The tiled layer with few tiles (t_h t_w <= 4) is
-instead one *grouped* strided convolution: output positions with the same tile offset
-(p, q) form a stride-(t*s) convolution of the input shifted by (p*s, q*s), so the t*t
-shifted copies are stacked as channel groups and convolved in a single call.
+Speed: no Python loop over positions. The locally connected layer is a batch of small
+matrix products, one per output position: ``_UnsharedConv`` below, a
+``torch.autograd.Function`` with a hand-written backward. The input is copied
+batch-innermost, (C, H, W, N) or (H, W, C, N), where every receptive field is a strided
+view; one copy gathers the fields into (positions, C kh kw, N), and the forward
+product, the weight gradient and the field gradient are one ``bmm`` each, on operands
+already in a layout BLAS takes without a copy (the module stores its weight
+position-major for this, ``descend.nn.local.position_major``). The input gradient adds
+the field gradients back with one in-place add per kernel offset (kh kw of them, not
+per position). The large transposes are plain 2-D ones, which torch's copy handles far
+faster than a many-axis permutation. Measured forward+backward (benchmarks/conv.py, one
+thread, against a shared Conv2d with the same FLOPs): the layer 0.7-2.8x, down from
+1.3-14.5x with unfold + autograd, the functional form on a contiguous weight ~20% more
+(one transposing copy of the weight gradient). The layer has OH*OW times more weights
+than the convolution, read twice and written once per step, and needs its receptive
+fields copied out and their gradients added back: memory traffic a convolution never has.
+
+The tiled layer with few tiles (t_h t_w <= 4) is one *grouped* strided convolution:
+output positions with the same tile offset (p, q) form a stride-(t*s) convolution of
+the input shifted by (p*s, q*s), so the t*t shifted copies are stacked as channel
+groups and convolved in a single call. With more tiles it is the locally connected
+engine, each position given its tile's kernel by one ``index_select`` (so it holds
+OH*OW kernel copies while it runs, like a locally connected layer's weights).
 ``benchmarks/conv.py`` measures both against a per-position loop and a shared Conv2d.
 """
 
@@ -59,25 +69,42 @@ def _check_input(x: Tensor, dims: int, channels: int, name: str) -> None:
         )
 
 
-def _fields_view(buf: Tensor, tiles, per_tile, kernel, stride, offset=(0, 0)) -> Tensor:
-    """Receptive fields as a strided view of a position-major (C, H, W, N) buffer.
+def _fields_view(buf: Tensor, out, kernel, stride, channels_last: bool, offset=(0, 0)) -> Tensor:
+    """Receptive fields as a strided view of the batch-innermost input ``buf``.
 
-    Returns (t_h, t_w, C, kh, kw, A, B, N): field of tile (p, q), position (a, b) in that
-    tile (output row a t_h + p, column b t_w + q), kernel offset (m, n), example n. A
-    locally connected layer is the case t = output size, A = B = 1. With kernel (1, 1)
-    and ``offset`` (m, n) it is the set of input pixels that kernel offset touches.
+    ``buf`` is indexed (C, H, W, N) whatever its memory order. Returns (OH, OW, C, kh,
+    kw, N), or (OH, OW, kh, kw, C, N) if ``channels_last``: the field of output position
+    (j, k) is ``buf[:, j*s_h : j*s_h + kh, k*s_w : k*s_w + kw]`` (eq. 9.9's V[l, j+m, k+n]
+    with stride). With kernel (1, 1) and ``offset`` (m, n) it is the set of input pixels
+    that kernel offset (m, n) reads.
     """
-    c, hb, wb, n = buf.shape
-    (th, tw), (ah, aw), (kh, kw), (sh, sw) = tiles, per_tile, kernel, stride
-    row, col = wb * n, n
-    size = (th, tw, c, kh, kw, ah, aw, n)
-    strides = (sh * row, sw * col, hb * row, row, col, th * sh * row, tw * sw * col, 1)
+    c, _, _, n = buf.shape
+    (oh, ow), (kh, kw), (sh, sw) = out, kernel, stride
+    sc, row, col, sn = buf.stride()
+    field = ((kh, row), (kw, col), (c, sc)) if channels_last else ((c, sc), (kh, row), (kw, col))
+    size, strides = zip((oh, sh * row), (ow, sw * col), *field, (n, sn))
     return buf.as_strided(size, strides, buf.storage_offset() + offset[0] * row + offset[1] * col)
 
 
 def _transposed(x: Tensor) -> Tensor:
-    """Contiguous transpose of a 2-D tensor (torch copies it with a cache-blocked kernel)."""
+    """Contiguous transpose of a 2-D tensor (a path of its own in torch's copy, far
+    faster than the same data moved as a many-axis permutation)."""
     return x.t().contiguous()
+
+
+def _batch_innermost(x: Tensor, channels_last: bool) -> Tensor:
+    """x (N, C, H, W) copied to memory order (C, H, W, N), or (H, W, C, N); indexed (C, H, W, N)."""
+    n, c, h, w = x.shape
+    buf = _transposed(x.reshape(n, c * h * w)).view(c, h, w, n)
+    if channels_last and c > 1:   # second pass moving whole N-vectors: (C, H W) -> (H W, C)
+        buf = buf.permute(1, 2, 0, 3).contiguous().permute(2, 0, 1, 3)
+    return buf
+
+
+def _batch_first(buf: Tensor) -> Tensor:
+    """Inverse of ``_batch_innermost``: ``buf`` indexed (C, H, W, N) -> contiguous (N, C, H, W)."""
+    c, h, w, n = buf.shape
+    return _transposed(buf.contiguous().view(c * h * w, n)).view(n, c, h, w)
 
 
 def _gemm_ready(w: Tensor) -> Tensor:
@@ -85,114 +112,98 @@ def _gemm_ready(w: Tensor) -> Tensor:
     return w if 1 in (w.stride(-1), w.stride(-2)) else w.contiguous()
 
 
-def _reference_unshared(x, weights, kernel, stride, pads, tiles, out) -> Tensor:
+def _reference_unshared(x, weights, kernel, stride, pads, out, channels_last) -> Tensor:
     """The same map as ``_UnsharedConv`` in plain differentiable view ops (unfold + bmm).
 
     Used only for second derivatives (``create_graph=True``), where autograd has to
     differentiate the backward pass itself.
     """
-    (kh, kw), (sh, sw), (th, tw), (oh, ow) = kernel, stride, tiles, out
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out
     n, c = x.shape[:2]
-    ah, aw = -(-oh // th), -(-ow // tw)
-    fields = pad(x, pads).unfold(2, kh, sh).unfold(3, kw, sw)[:, :, :oh, :ow].permute(0, 2, 3, 1, 4, 5)
-    fields = F.pad(fields, (0, 0, 0, 0, 0, 0, 0, aw * tw - ow, 0, ah * th - oh))
-    fields = fields.reshape(n, ah, th, aw, tw, c * kh * kw).permute(2, 4, 0, 1, 3, 5)
-    z = torch.bmm(fields.reshape(th * tw, n * ah * aw, c * kh * kw), weights.transpose(1, 2))
-    z = z.reshape(th, tw, n, ah, aw, -1).permute(2, 5, 3, 0, 4, 1)
-    return z.reshape(n, -1, ah * th, aw * tw)[:, :, :oh, :ow]
+    fields = pad(x, pads).unfold(2, kh, sh).unfold(3, kw, sw)[:, :, :oh, :ow]    # (N, C, OH, OW, kh, kw)
+    fields = fields.permute(2, 3, 0, 4, 5, 1) if channels_last else fields.permute(2, 3, 0, 1, 4, 5)
+    z = torch.bmm(fields.reshape(oh * ow, n, c * kh * kw), weights.transpose(1, 2))   # (P, N, O)
+    return z.permute(1, 2, 0).reshape(n, -1, oh, ow)
 
 
 class _UnsharedConv(torch.autograd.Function):
-    """Eqs. 9.9 / 9.10 as one matrix product per tile: the engine of both layers.
+    """Eq. 9.9 as one matrix product per output position: the engine of both layers.
 
-    Inputs: x (N, C, H, W); weights (T, O, C kh kw), one (O, C kh kw) matrix per tile
-    (T = t_h t_w; a locally connected layer has one tile per output position); the
-    kernel size, stride, (before, after) padding per axis, tile counts and output size.
-    Output position (j, k) uses tile (j % t_h, k % t_w). Output (N, O, OH, OW).
+    Inputs: x (N, C, H, W); weights (OH OW, O, C kh kw), one (O, C kh kw) matrix per
+    output position, its columns ordered (C, kh, kw), or (kh, kw, C) if
+    ``channels_last``; the kernel size, stride, (before, after) padding per axis and
+    output size. Output (N, O, OH, OW).
 
-    Forward: fields F (T, C kh kw, A B N) gathered from the position-major input, then
-    Z_t = F_t^T W_t^T, one ``bmm``. Backward, with G_t the output gradient of tile t as
-    an (O, A B N) matrix: dW_t = G_t F_t^T and dF_t = W_t^T G_t (one ``bmm`` each), and
-    dx sums dF over the kernel offsets that read each input pixel (the adjoint of the
-    gather). Second derivatives re-run the layer in plain autograd ops.
+    Forward: the input is copied batch-innermost, (C, H, W, N) (or (H, W, C, N)), where
+    every receptive field is a strided view; one copy gathers the fields F (OH OW,
+    C kh kw, N), and Z_p = F_p^T W_p^T for all positions p is one ``bmm``. Backward,
+    with G_p the output gradient at p as an (O, N) matrix: dW_p = G_p F_p^T and
+    dF_p = W_p^T G_p (one ``bmm`` each), and dx adds dF back onto the pixels each kernel
+    offset read (the adjoint of the gather). Second derivatives re-run the layer in
+    plain autograd ops.
     """
 
     @staticmethod
-    def forward(ctx, x, weights, kernel, stride, pads, tiles, out):
+    def forward(ctx, x, weights, kernel, stride, pads, out, channels_last):
         n, c, h, w = x.shape
-        (kh, kw), (sh, sw), ((pt, pb), (pl, pr)), (th, tw), (oh, ow) = kernel, stride, pads, tiles, out
-        ah, aw = -(-oh // th), -(-ow // tw)                  # output positions per tile and axis
-        # Buffer height/width: the padded input, plus zeros for the positions that
-        # complete the last tile (computed, then cropped away).
-        hb = max(h + pt + pb, (ah * th - 1) * sh + kh)
-        wb = max(w + pl + pr, (aw * tw - 1) * sw + kw)
-        xt = _transposed(x.reshape(n, c * h * w)).view(c, h, w, n)      # position-major
-        if (hb, wb) == (h, w):
-            buf = xt
-        else:
-            buf = x.new_zeros(c, hb, wb, n)
-            buf[:, pt:pt + h, pl:pl + w] = xt
-        T, ck, m = th * tw, c * kh * kw, ah * aw * n
-        fields = _fields_view(buf, tiles, (ah, aw), kernel, stride).reshape(T, ck, m)   # the one gather
-        weights = _gemm_ready(weights)
+        (kh, kw), ((pt, pb), (pl, pr)), (oh, ow) = kernel, pads, out
+        buf = _batch_innermost(x, channels_last)
+        if pt or pb or pl or pr:
+            padded = x.new_zeros(h + pt + pb, w + pl + pr, c, n).permute(2, 0, 1, 3) if channels_last \
+                else x.new_zeros(c, h + pt + pb, w + pl + pr, n)
+            padded[:, pt:pt + h, pl:pl + w] = buf
+            buf = padded
+        fields = _fields_view(buf, out, kernel, stride, channels_last).reshape(oh * ow, c * kh * kw, n)
         n_out = weights.shape[1]
-        z = torch.bmm(fields.transpose(1, 2), weights.transpose(1, 2))   # (T, A B N, O)
-        z = _transposed(z.view(T * ah * aw, n * n_out))                   # (N, O, t_h, t_w, A, B)
-        if ah * aw > 1:   # interleave tiles back into space: output row a t_h + p
-            z = z.view(n, n_out, th, tw, ah, aw).permute(0, 1, 4, 2, 5, 3)
-        z = z.reshape(n, n_out, ah * th, aw * tw)[:, :, :oh, :ow]
+        z = torch.bmm(fields.transpose(1, 2), _gemm_ready(weights).transpose(1, 2))   # (P, N, O)
         ctx.save_for_backward(x, weights, fields)
-        ctx.geometry = (kernel, stride, pads, tiles, out, (hb, wb))
-        return z.contiguous()
+        ctx.geometry = (kernel, stride, pads, out, channels_last, buf.shape[1:3])
+        return _transposed(z.view(oh * ow, n * n_out)).view(n, n_out, oh, ow)
 
     @staticmethod
     def backward(ctx, grad):
         x, weights, fields = ctx.saved_tensors
-        kernel, stride, pads, tiles, out, (hb, wb) = ctx.geometry
+        kernel, stride, pads, out, channels_last, (hb, wb) = ctx.geometry
         if torch.is_grad_enabled():   # create_graph=True: differentiate a differentiable copy
             inputs = [t for t, need in zip((x, weights), ctx.needs_input_grad) if need]
             with torch.enable_grad():
-                z = _reference_unshared(x, weights, kernel, stride, pads, tiles, out)
+                z = _reference_unshared(x, weights, kernel, stride, pads, out, channels_last)
             grads = iter(torch.autograd.grad(z, inputs, grad, create_graph=True))
-            return (*(next(grads) if need else None for need in ctx.needs_input_grad[:2]),
-                    None, None, None, None, None)
+            return (*(next(grads) if need else None for need in ctx.needs_input_grad[:2]), *[None] * 5)
         n, c, h, w = x.shape
-        (kh, kw), ((pt, pb), (pl, pr)), (th, tw), (oh, ow) = kernel, pads, tiles, out
-        ah, aw = -(-oh // th), -(-ow // tw)
-        T, n_out = th * tw, weights.shape[1]
-        if (ah * th, aw * tw) != (oh, ow):
-            grad = F.pad(grad, (0, aw * tw - ow, 0, ah * th - oh))
-        if ah * aw > 1:
-            grad = grad.reshape(n, n_out, ah, th, aw, tw).permute(0, 1, 3, 5, 2, 4)
+        (kh, kw), ((pt, pb), (pl, pr)), (oh, ow) = kernel, pads, out
+        P, weights = oh * ow, _gemm_ready(weights)
+        n_out = weights.shape[1]
+        grad = grad.to(fields.dtype)   # under autocast the output was lower precision
         grad_x = grad_w = None
         if weights.stride(-2) == 1:
             # Column-major (C kh kw, O) blocks (the module's position-major storage, the
-            # tiled kernels): G_t^T (A B N, O) for all t by one 2-D transpose, and dW^T,
+            # tiled kernels): G_p^T (N, O) for all p by one 2-D transpose, and dW^T,
             # which comes out in exactly the weights' layout (no copy to store it).
-            g = _transposed(grad.reshape(n * n_out, T * ah * aw)).view(T, ah * aw * n, n_out)
+            g = _transposed(grad.reshape(n * n_out, P)).view(P, n, n_out)
             if ctx.needs_input_grad[1]:
-                grad_w = torch.bmm(fields, g).transpose(1, 2)             # (T, O, C kh kw)
-            g = g.transpose(1, 2)                                        # G_t, (O, A B N)
+                grad_w = torch.bmm(fields, g).transpose(1, 2)             # (P, O, C kh kw)
+            g = g.transpose(1, 2)                                        # G_p, (O, N)
         else:
-            # Row-major blocks (e.g. a contiguous book-layout weight): G_t as contiguous
-            # (O, A B N) matrices (a 2-D transpose, then a copy of O x T blocks).
-            g = _transposed(grad.reshape(n, n_out * T * ah * aw)).view(n_out, T, ah * aw * n)
-            g = g.transpose(0, 1).contiguous()
+            # Row-major blocks (e.g. a contiguous book-layout weight): G_p as contiguous
+            # (O, N) matrices (a 2-D transpose, then a copy of O x P blocks).
+            g = _transposed(grad.reshape(n, n_out * P)).view(n_out, P, n).transpose(0, 1).contiguous()
             if ctx.needs_input_grad[1]:
-                grad_w = torch.bmm(g, fields.transpose(1, 2))           # (T, O, C kh kw)
+                grad_w = torch.bmm(g, fields.transpose(1, 2))           # (P, O, C kh kw)
         if ctx.needs_input_grad[0]:
-            grad_fields = torch.bmm(weights.transpose(1, 2), g)          # (T, C kh kw, A B N)
-            grad_fields = grad_fields.view(th, tw, c, kh, kw, ah, aw, n)
-            buf = grad.new_zeros(c, hb, wb, n)
-            # Adjoint of the gather: kernel offset (m, n) of every field read the pixels
-            # of a strided sub-grid; add its gradients there (kh kw adds, no overlap within one).
+            grad_fields = torch.bmm(weights.transpose(1, 2), g)          # (P, C kh kw, N)
+            if channels_last:
+                grad_fields = grad_fields.view(oh, ow, kh, kw, c, n).permute(0, 1, 4, 2, 3, 5)
+            else:
+                grad_fields = grad_fields.view(oh, ow, c, kh, kw, n)
+            buf = grad.new_zeros(hb, wb, c, n).permute(2, 0, 1, 3) if channels_last else grad.new_zeros(c, hb, wb, n)
+            # Adjoint of the gather: kernel offset (m, q) of every field read the pixels
+            # of a strided sub-grid; add its gradients there (kh kw adds, none overlapping).
             for m in range(kh):
                 for q in range(kw):
-                    pixels = _fields_view(buf, tiles, (ah, aw), (1, 1), stride, (m, q))[:, :, :, 0, 0]
+                    pixels = _fields_view(buf, out, (1, 1), stride, False, (m, q))[:, :, :, 0, 0]
                     pixels.add_(grad_fields[:, :, :, m, q])
-            if (hb, wb) != (h, w):
-                buf = buf[:, pt:pt + h, pl:pl + w]
-            grad_x = _transposed(buf.reshape(c * h * w, n)).view(n, c, h, w)
+            grad_x = _batch_first(buf[:, pt:pt + h, pl:pl + w])
         return grad_x, grad_w, None, None, None, None, None
 
 
@@ -225,11 +236,16 @@ def locally_connected2d(
             f"kernel with stride {strides} and padding {padding!r} on a "
             f"{tuple(x.shape[2:])} input gives {expected}; build the weight for this input size"
         )
-    # One (O, C kh kw) matrix per output position: (OH OW, O, C kh kw), a view (no copy)
-    # both of the book's contiguous layout and of the position-major one of the module.
-    per_position = weight.reshape(n_out, oh * ow, n_in * kh * kw).transpose(0, 1)
+    # One (O, C kh kw) matrix per output position, (OH OW, O, C kh kw): a view, no copy,
+    # of the book's contiguous layout and of the module's position-major one. The
+    # columns follow the weight's memory order: (C, kh, kw), or (kh, kw, C) when the
+    # channel varies fastest (position-major), which makes the gather and its adjoint
+    # move whole (C, N) slabs.
+    channels_last = n_in > 1 and weight.stride(3) < weight.stride(5)
+    per_position = weight.permute(0, 1, 2, 4, 5, 3) if channels_last else weight
+    per_position = per_position.reshape(n_out, oh * ow, n_in * kh * kw).transpose(0, 1)
     z = _UnsharedConv.apply(x, per_position, (kh, kw), strides, resolve_padding(padding, (kh, kw)),
-                            (oh, ow), (oh, ow))
+                            (oh, ow), channels_last)
     return _add_bias(z, bias, "locally_connected2d")
 
 
@@ -294,9 +310,13 @@ def tiled_conv2d(
     if th * tw <= 4:
         z = _tiled_grouped(pad(x, pads), weight, (sh, sw), (oh, ow), (ah, aw))
     else:
-        # Many tiles: one (O, C kh kw) matrix per tile, stored column-major (a small copy).
-        per_tile = weight.permute(4, 5, 1, 2, 3, 0).reshape(th * tw, n_in * kh * kw, n_out).transpose(1, 2)
-        z = _UnsharedConv.apply(x, per_tile, (kh, kw), (sh, sw), pads, (th, tw), (oh, ow))
+        # Many tiles: the locally connected engine, with position (j, k) given kernel
+        # (j % t_h, k % t_w) by one index_select (whose backward sums each kernel's
+        # gradient over its positions). One (kh kw C, O) matrix per tile, column-major.
+        per_tile = weight.permute(4, 5, 2, 3, 1, 0).reshape(th * tw, kh * kw * n_in, n_out)
+        tile = (torch.arange(oh, device=x.device) % th)[:, None] * tw + torch.arange(ow, device=x.device) % tw
+        per_position = per_tile.index_select(0, tile.reshape(-1)).transpose(1, 2)
+        z = _UnsharedConv.apply(x, per_position, (kh, kw), (sh, sw), pads, (oh, ow), True)
     if bias is not None and bias.dim() == 3:
         if bias.shape != (n_out, th, tw):
             raise ShapeError(
