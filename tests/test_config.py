@@ -113,3 +113,28 @@ def test_augmentation_options_reach_the_transforms():
     assert isinstance(aug, ElasticDistortion) and (aug.alpha, aug.sigma) == (20.0, 3.0)
     with pytest.raises(ConfigError, match="affine_scale"):
         cfg.load(overrides=["data.affine_scale=1.5"])
+
+
+def test_one_default_the_bundled_file_equals_the_schema_defaults():
+    assert cfg.from_dict({}) == cfg.load()
+
+
+def test_a_file_states_what_differs_from_the_default(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('[train]\nepochs = 3\n[data]\nsplit = "standard"\n')
+    c = cfg.load(path)
+    default = cfg.load()
+    assert c.train.epochs == 3 and c.train.batch_size == default.train.batch_size
+    assert c.data.split == "standard" and c.data.augment == default.data.augment
+    assert c.optimizer == default.optimizer and c.model == default.model
+    path.write_text('[optimizer]\nname = "adam"\nlr = 0.001\n')
+    assert cfg.load(path).optimizer == {"name": "adam", "lr": 0.001}  # replaced whole, no stray momentum
+
+
+def test_bundled_configs_load_by_name():
+    names = cfg.bundled()
+    assert {"default", "mnist-fast", "mnist-ensemble"} <= set(names)
+    for name in names:
+        assert cfg.load(name) == cfg.load(f"{name}.toml")
+    with pytest.raises(ConfigError, match="bundled configs: .*mnist-fast"):
+        cfg.load("mnist-slow")

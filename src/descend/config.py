@@ -52,7 +52,7 @@ class DataConfig:
     path: str = ""
     limit: int = 0
     eval_limit: int = 0
-    augment: str = "shift"  # none | shift | affine | elastic (descend.data.transforms)
+    augment: str = "affine"  # none | shift | affine | elastic (descend.data.transforms)
     max_shift: int = 2
     affine_rotation: float = 10.0  # augment = "affine": rotations up to +-degrees
     affine_scale: float = 0.1  # ... scalings by a factor in [1 - s, 1 + s]
@@ -69,7 +69,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 8
+    epochs: int = 12
     batch_size: int = 128
     eval_batch_size: int = 1000
     early_stopping: int = 0
@@ -114,9 +114,13 @@ class Config:
     device: str = "auto"
     quiet: bool = False
     data: DataConfig = field(default_factory=DataConfig)
-    model: dict[str, Any] = field(default_factory=lambda: {"name": "nielsen"})
-    optimizer: dict[str, Any] = field(default_factory=lambda: {"name": "sgd"})
-    schedule: dict[str, Any] = field(default_factory=lambda: {"name": "constant"})
+    # The defaults here equal configs/default.toml (a test holds them together).
+    model: dict[str, Any] = field(default_factory=lambda: {
+        "name": "nielsen", "conv": [20, 40], "hidden": [1000, 1000], "dropout": 0.5, "batch_norm": True,
+        "activation": "relu"})
+    optimizer: dict[str, Any] = field(default_factory=lambda: {
+        "name": "nesterov-reformulated", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0005})
+    schedule: dict[str, Any] = field(default_factory=lambda: {"name": "onecycle"})
     train: TrainConfig = field(default_factory=TrainConfig)
     init: InitConfig = field(default_factory=InitConfig)
 
@@ -256,29 +260,59 @@ def _table(key: str, value: Any) -> dict[str, Any]:
 
 
 def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Read a TOML file (or start from the defaults), apply ``key=value`` overrides, validate."""
-    values: dict[str, Any] = {}
+    """The default run, with a TOML file's values and then ``key=value`` overrides on top.
+
+    A file states what differs from the default run (``descend/configs/default.toml``):
+    the fixed tables ``[data]``, ``[train]`` and ``[init]`` are merged key by key; a
+    ``model``, ``optimizer`` or ``schedule`` given in the file replaces the default one
+    whole (it names its own class, whose options differ). ``path`` may also name a
+    bundled config (``mnist-fast``, ``mnist-ensemble``, ...).
+    """
+    values = default_values()
     if path is not None:
-        path = Path(path)
-        try:
-            values = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    else:
-        values = default_values()
+        for key, value in read_toml(path).items():
+            if key in ("data", "train", "init") and isinstance(value, dict) and isinstance(values.get(key), dict):
+                values[key] = {**values[key], **value}
+            else:
+                values[key] = value
     for item in overrides:
         apply_override(values, item)
     return from_dict(values)
 
 
-def default_values() -> dict[str, Any]:
-    """The bundled default config (``descend/configs/default.toml``) as a dict."""
+def bundled() -> list[str]:
+    """Names of the configs that come with descend (``descend train --config NAME``)."""
     from importlib.resources import files
 
-    text = files("descend").joinpath("configs/default.toml").read_text(encoding="utf-8")
-    return tomllib.loads(text)
+    return sorted(p.name[:-5] for p in files("descend").joinpath("configs").iterdir() if p.name.endswith(".toml"))
+
+
+def _parse(text: str, origin: str | Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{origin} is not valid TOML: {exc}") from None
+
+
+def _bundled(name: str) -> dict[str, Any]:
+    from importlib.resources import files
+
+    return _parse(files("descend").joinpath(f"configs/{name}.toml").read_text(encoding="utf-8"), f"{name}.toml")
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a dict; ``path`` may be a bundled config's name (``mnist-fast``)."""
+    path = Path(path)
+    if path.is_file():
+        return _parse(path.read_text(encoding="utf-8"), path)
+    if path.suffix in ("", ".toml") and path.parent == Path(".") and path.stem in bundled():
+        return _bundled(path.stem)
+    raise ConfigError(f"config file {path} does not exist; bundled configs: {', '.join(bundled())}")
+
+
+def default_values() -> dict[str, Any]:
+    """The bundled default config (``descend/configs/default.toml``) as a dict."""
+    return _bundled("default")
 
 
 def parse_value(text: str) -> Any:
