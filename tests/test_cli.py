@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 EXE = Path(sys.executable).parent / "descend"
 if not EXE.exists():
@@ -34,6 +35,8 @@ def test_version_and_help():
     assert descend("--version", check_code=0).stdout.strip() == f"descend {__version__}"
     for cmd in ("train", "evaluate", "predict", "experiment"):
         assert "usage: descend" in descend(cmd, "--help", check_code=0).stdout
+    # an experiment's own options are reachable through --help
+    assert "--budget" in descend("experiment", "nielsen-ch6", "--help", check_code=0).stdout
 
 
 @pytest.mark.parametrize(
@@ -95,6 +98,27 @@ def test_ensemble_of_two_reports_members_and_combination(tmp_path):
     results = json.loads(r.stdout)
     assert len(results["members"]) == 2 and "test_accuracy_vote" in results
 
+    # test-time augmentation of an ensemble: each member's softmax averaged over x and its
+    # mirror image, then averaged over the members (oracle: the same by hand)
+    from descend import runs
+
+    tta = runs.evaluate(run, tta="flip")
+    config = runs.read_config(run)
+    splits = runs.load_data(config)
+    x, y = splits.test.x, splits.test.y
+    probs = []
+    for member in ("member-1", "member-2"):
+        model = runs.load_trained(config, splits, run / member).model.eval()
+        with torch.no_grad():
+            p = (model(x).softmax(1) + model(x.flip(-1)).softmax(1)) / 2
+        probs.append(p)
+        entry = next(m for m in tta["members"] if m["member"] == member)
+        assert entry["test_accuracy_tta"] == pytest.approx(float((p.argmax(1) == y).double().mean()))
+    expected = float((torch.stack(probs).mean(0).argmax(1) == y).double().mean())
+    assert tta["test_accuracy_average_tta"] == pytest.approx(expected)
+    assert tta["test_accuracy"] == results["test_accuracy"]  # the plain accuracies are unchanged
+    assert "with test-time augmentation" in descend("evaluate", run, "--tta", "flip", check_code=0).stdout
+
 
 def test_mnist_smoke_2000_digits(tmp_path, mnist_dir):
     """The default network on 2,000 MNIST digits for 2 epochs clears 90% (it reaches ~95%)."""
@@ -108,7 +132,6 @@ def test_nproc_trains_ensemble_members_in_parallel_processes(tmp_path):
     """``--ensemble 2 --nproc 2``: torchrun starts 2 processes, each trains one member alone.
     Oracle: the same two networks trained one after the other in this process."""
     pytest.importorskip("sklearn")
-    import torch
     from safetensors.torch import load_file
 
     from descend import config as cfg

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -60,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="accuracy of a finished run (or ensemble) on validation and test data")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--tta", choices=("none", "flip", "five-crop", "ten-crop"),
+                   help="also report accuracies with test-time augmentation (default: the run's data.tta)")
     _add_common(p)
 
     p = sub.add_parser("predict", help="classify images (PNG/JPEG of a digit, or .npy arrays) with a trained run")
@@ -86,10 +89,18 @@ def _parser() -> argparse.ArgumentParser:
 def _experiment(argv: list[str]) -> int:
     from descend import experiments
 
-    parser = argparse.ArgumentParser(prog="descend experiment", description="Run one of the texts' experiments.")
+    # add_help=False: ``descend experiment NAME --help`` must reach the experiment's own parser.
+    parser = argparse.ArgumentParser(prog="descend experiment", description="Run one of the texts' experiments.",
+                                     add_help=False)
     parser.add_argument("name", nargs="?", metavar="NAME", help=f"one of: {', '.join(experiments.names())}")
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
+    parser.add_argument("-h", "--help", action="store_true", help="show this help (or NAME's options) and exit")
     known, rest = parser.parse_known_args(argv)
+    if known.help and known.name:
+        rest.append("--help")
+    elif known.help:
+        parser.print_help()
+        print("\nexperiments:")
     if known.list or not known.name:
         for name in experiments.names():
             print(f"{name:24s} {getattr(experiments.load(name), 'DESCRIPTION', '')}")
@@ -210,7 +221,8 @@ def _without_option(argv: list[str], name: str) -> list[str]:
 
 def _print_results(results: dict) -> None:
     for member in results.get("members", []):
-        accs = "  ".join(f"{k.replace('_accuracy', '')} {100 * v:.2f}%" for k, v in member.items() if k.endswith("accuracy"))
+        accs = "  ".join(f"{k.replace('_accuracy', '')} {100 * v:.2f}%" for k, v in member.items()
+                         if k.endswith(("accuracy", "accuracy_tta")))
         print(f"{member['member']}: {accs}")
     for key in ("val", "test"):
         if f"{key}_accuracy" in results:
@@ -220,6 +232,9 @@ def _print_results(results: dict) -> None:
                 extra = (f"  (average {100 * results[f'{key}_accuracy_average']:.2f}%, "
                          f"vote {100 * results[f'{key}_accuracy_vote']:.2f}%)")
             print(f"{label} accuracy: {100 * results[f'{key}_accuracy']:.2f}%{extra}")
+        if f"{key}_accuracy_tta" in results:
+            label = "validation" if key == "val" else "test"
+            print(f"{label} accuracy with test-time augmentation: {100 * results[f'{key}_accuracy_tta']:.2f}%")
     if "seconds" in results:
         print(f"wall time: {results['seconds']:.1f}s")
 
@@ -227,7 +242,7 @@ def _print_results(results: dict) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from descend import runs
 
-    results = runs.evaluate(Path(args.run_dir), args.data_dir)
+    results = runs.evaluate(Path(args.run_dir), args.data_dir, args.tta)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -283,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("descend: interrupted; a finished epoch's checkpoint is kept (descend train --resume RUN_DIR)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (``descend experiment --list | head``)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import torch
 
 from descend import config as cfg
 from descend import strategies
-from descend.data import Splits, expand_mnist, load_dataset
+from descend.data import Splits, expand_mnist, load_dataset, tta_predict
 from descend.errors import CheckpointError, ConfigError
 from descend.io import atomic_write_json, atomic_write_text
 from descend.train import AveragedEvaluation, EarlyStopping, Trainer, distributed, load_weights
@@ -360,6 +360,9 @@ def evaluate_ensemble(config: cfg.Config, splits: Splits, run_dir: Path) -> dict
     results: dict[str, Any] = {"members": []}
     parts = {name: getattr(splits, name) for name in ("val", "test") if getattr(splits, name) is not None}
     outputs: dict[str, list[torch.Tensor]] = {name: [] for name in parts}
+    # data.tta: each member's softmax averaged over the views; its log stands in for the
+    # logits, so the ensemble averages (or votes on) the members' test-time-augmented outputs
+    tta_outputs: dict[str, list[torch.Tensor]] = {name: [] for name in parts}
     for member in member_dirs(run_dir):
         trainer = load_trained(config, splits, member)
         entry = {"member": member.name}
@@ -367,25 +370,41 @@ def evaluate_ensemble(config: cfg.Config, splits: Splits, run_dir: Path) -> dict
             logits = trainer.predict(pair.x)
             outputs[name].append(logits)
             entry[f"{name}_accuracy"] = float((logits.argmax(1) == pair.y).double().mean())
+            if config.data.tta != "none":
+                probs = tta_predict(trainer.model, pair.x, config.data.tta, padding=max(1, config.data.max_shift),
+                                    batch_size=config.train.eval_batch_size)
+                tta_outputs[name].append(probs.clamp_min(1e-30).log())
+                entry[f"{name}_accuracy_tta"] = float((probs.argmax(1) == pair.y).double().mean())
         results["members"].append(entry)
     if not results["members"]:
         raise CheckpointError(f"{run_dir} holds no trained members (member-1, ...)")
     for name, pair in parts.items():
-        stacked = torch.stack(outputs[name])
-        for method in ("average", "vote"):
-            acc = float((combine(stacked, method) == pair.y).double().mean())
-            results[f"{name}_accuracy_{method}"] = acc
-        results[f"{name}_accuracy"] = results[f"{name}_accuracy_{config.train.combine}"]
+        for suffix, outs in (("", outputs[name]), ("_tta", tta_outputs[name])):
+            if not outs:
+                continue
+            stacked = torch.stack(outs)
+            for method in ("average", "vote"):
+                acc = float((combine(stacked, method) == pair.y).double().mean())
+                results[f"{name}_accuracy_{method}{suffix}"] = acc
+            results[f"{name}_accuracy{suffix}"] = results[f"{name}_accuracy_{config.train.combine}{suffix}"]
     results["combine"] = config.train.combine
     return results
 
 
-def evaluate(run_dir: Path, data_dir: str | None = None) -> dict[str, Any]:
-    """``descend evaluate``: accuracies of a finished run (or ensemble) on its data."""
+def evaluate(run_dir: Path, data_dir: str | None = None, tta: str | None = None) -> dict[str, Any]:
+    """``descend evaluate``: accuracies of a finished run (or ensemble) on its data.
+
+    ``tta`` (none | flip | five-crop | ten-crop) overrides the run's ``data.tta``: the
+    accuracies with test-time augmentation are reported beside the plain ones.
+    """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     if data_dir:
         config.data.data_dir = data_dir
+    if tta is not None:
+        if tta not in cfg.CHOICES["data.tta"]:
+            raise ConfigError(f"unknown test-time augmentation {tta!r}; choose one of {', '.join(cfg.CHOICES['data.tta'])}")
+        config.data.tta = tta
     splits = load_data(config)
     if member_dirs(run_dir):
         return evaluate_ensemble(config, splits, run_dir)
