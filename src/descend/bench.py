@@ -9,7 +9,7 @@ alternately, several times:
 each in the contiguous (NCHW) and the channels-last (NHWC) memory layout, to see
 whether oneDNN's channels-last convolutions pay off on this CPU.
 
-The ratio of the medians is the Trainer's overhead. The images/s of the Trainer are
+The median of the pairs' time ratios is the Trainer's overhead. The images/s of the Trainer are
 also converted to FLOP/s (3x the forward FLOPs of the network's convolutions and
 matrix products per image, the usual estimate of forward + backward) and compared
 with the machine's measured single-precision matrix-multiply rate.
@@ -81,7 +81,12 @@ def _hand_written_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.T
 def trainer_overhead(make_model: Callable[[], nn.Module], input_shape: tuple[int, ...], batch_size: int,
                      images: int = 2048, repeats: int = 5, seed: int = 0, channels_last: bool = False) -> dict[str, Any]:
     """Median seconds per epoch of ``images`` random inputs, hand-written loop vs Trainer
-    (both channels-last when ``channels_last``)."""
+    (both channels-last when ``channels_last``).
+
+    The two run in pairs, alternating which goes first, and the ratio is the median of
+    the pairs' ratios: a slow drift of the machine's speed then cancels within a pair.
+    ``ratio_low`` / ``ratio_high`` are the smallest and largest pair ratios (the noise).
+    """
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(images, *input_shape, generator=g)
     y = torch.randint(0, 10, (images,), generator=g)
@@ -90,20 +95,30 @@ def trainer_overhead(make_model: Callable[[], nn.Module], input_shape: tuple[int
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     trainer = Trainer(model, opt, Splits(TensorPair(x, y)), epochs=0, batch_size=batch_size, quiet=True,
                       checkpoint=False, evaluate_test=False, seed=seed, channels_last=channels_last)
-    hand, ours = [], []
-    _hand_written_epoch(model, opt, x, y, batch_size, torch.randperm(images, generator=g), channels_last)  # warm-up
-    for r in range(repeats):
-        order = torch.randperm(images, generator=g)
+    def hand_epoch() -> float:
         start = time.perf_counter()
-        _hand_written_epoch(model, opt, x, y, batch_size, order, channels_last)
-        hand.append(time.perf_counter() - start)
+        _hand_written_epoch(model, opt, x, y, batch_size, torch.randperm(images, generator=g), channels_last)
+        return time.perf_counter() - start
+
+    def trainer_epoch() -> float:
         trainer.epochs += 1
         start = time.perf_counter()
         trainer.fit()
-        ours.append(time.perf_counter() - start)
+        return time.perf_counter() - start
+
+    hand_epoch(), trainer_epoch()  # warm-up
+    hand, ours = [], []
+    for r in range(repeats):
+        if r % 2:
+            ours.append(trainer_epoch())
+            hand.append(hand_epoch())
+        else:
+            hand.append(hand_epoch())
+            ours.append(trainer_epoch())
+    ratios = [t / h for t, h in zip(ours, hand)]
     h, t = statistics.median(hand), statistics.median(ours)
     return {"batch_size": batch_size, "channels_last": channels_last, "images": images, "hand_s": h,
-            "trainer_s": t, "ratio": t / h,
+            "trainer_s": t, "ratio": statistics.median(ratios), "ratio_low": min(ratios), "ratio_high": max(ratios),
             "trainer_images_per_s": images / t, "hand_images_per_s": images / h}
 
 
@@ -127,10 +142,11 @@ def run(make_model: Callable[[], nn.Module], input_shape: tuple[int, ...], batch
 def table(result: dict[str, Any]) -> str:
     lines = [f"threads {result['threads']}, sgemm {result['sgemm_gflops']:.1f} GFLOP/s, "
              f"{result['train_flops_per_image'] / 1e6:.1f} MFLOP per training image",
-             "batch | layout | hand-written s | Trainer s | ratio | Trainer img/s | GFLOP/s | of sgemm",
-             "---:|---|---:|---:|---:|---:|---:|---:"]
+             "batch | layout | hand-written s | Trainer s | ratio (median of pairs) | pair range | Trainer img/s | GFLOP/s | of sgemm",
+             "---:|---|---:|---:|---:|---|---:|---:|---:"]
     for r in result["rows"]:
         layout = "channels-last" if r["channels_last"] else "contiguous"
         lines.append(f"{r['batch_size']} | {layout} | {r['hand_s']:.3f} | {r['trainer_s']:.3f} | {r['ratio']:.3f} | "
+                     f"{r['ratio_low']:.2f}-{r['ratio_high']:.2f} | "
                      f"{r['trainer_images_per_s']:.0f} | {r['gflops']:.1f} | {100 * r['fraction_of_sgemm']:.0f}%")
     return "\n".join(lines)
