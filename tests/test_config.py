@@ -129,6 +129,10 @@ def test_a_file_states_what_differs_from_the_default(tmp_path):
     assert c.optimizer == default.optimizer and c.model == default.model
     path.write_text('[optimizer]\nname = "adam"\nlr = 0.001\n')
     assert cfg.load(path).optimizer == {"name": "adam", "lr": 0.001}  # replaced whole, no stray momentum
+    path.write_text('[model]\ndropout = 0.25\n[optimizer]\nname = "nesterov-reformulated"\nlr = 0.05\n')
+    c = cfg.load(path)  # the default's own class: its options are merged
+    assert c.model == {**default.model, "dropout": 0.25}
+    assert c.optimizer == {**default.optimizer, "lr": 0.05}
 
 
 def test_bundled_configs_load_by_name():

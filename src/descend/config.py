@@ -263,18 +263,18 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     """The default run, with a TOML file's values and then ``key=value`` overrides on top.
 
     A file states what differs from the default run (``descend/configs/default.toml``):
-    the fixed tables ``[data]``, ``[train]`` and ``[init]`` are merged key by key; a
-    ``model``, ``optimizer`` or ``schedule`` given in the file replaces the default one
-    whole (it names its own class, whose options differ). ``path`` may also name a
-    bundled config (``mnist-fast``, ``mnist-ensemble``, ...).
+    its tables are merged into the default's key by key, except that a ``model``,
+    ``optimizer`` or ``schedule`` naming another class than the default's replaces it
+    whole (another class has other options). ``path`` may also name a bundled config
+    (``mnist-fast``, ``mnist-ensemble``, ...).
     """
     values = default_values()
     if path is not None:
         for key, value in read_toml(path).items():
-            if key in ("data", "train", "init") and isinstance(value, dict) and isinstance(values.get(key), dict):
-                values[key] = {**values[key], **value}
-            else:
-                values[key] = value
+            base = values.get(key)
+            same_class = (isinstance(value, dict) and isinstance(base, dict)
+                          and value.get("name", base.get("name")) == base.get("name"))
+            values[key] = {**base, **value} if same_class else value
     for item in overrides:
         apply_override(values, item)
     return from_dict(values)
