@@ -62,6 +62,17 @@ def fan_in_uniform_(t: Tensor, fan_in: int) -> Tensor:
         return t.uniform_(-bound, bound)
 
 
+def init_bias_(module: nn.Module, mode: str, out_channels: int, unit_shape: Sequence[int], fan_in: int) -> None:
+    """Register ``module.bias`` for a bias ``mode`` (normalized by :func:`bias_mode`):
+    "channel": one per output channel, (out_channels,); "none": no bias; any other mode
+    ("location", "tile"): one per output channel and unit, (out_channels, *unit_shape)."""
+    if mode == "none":
+        module.register_parameter("bias", None)
+        return
+    shape = (out_channels,) if mode == "channel" else (out_channels, *unit_shape)
+    module.bias = nn.Parameter(fan_in_uniform_(torch.empty(shape), fan_in))
+
+
 def check_channels(in_channels: int, out_channels: int, groups: int = 1) -> None:
     for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -102,18 +113,15 @@ class _ConvNd(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size))
         fan_in_uniform_(self.weight, fan_in)
         self.input_size = None if input_size is None else as_tuple(input_size, self.dims, "input_size")
-        if self.bias_mode == "channel":
-            self.bias = nn.Parameter(fan_in_uniform_(torch.empty(out_channels), fan_in))
-        elif self.bias_mode == "location":
+        out: tuple[int, ...] = ()
+        if self.bias_mode == "location":
             if self.input_size is None:
                 raise ConfigError(
                     "bias='location' (one bias per output unit) needs input_size, the spatial "
                     "size of the input, to know the size of the output map"
                 )
             out = output_size(self.input_size, self.kernel_size, self.stride, padding)
-            self.bias = nn.Parameter(fan_in_uniform_(torch.empty(out_channels, *out), fan_in))
-        else:
-            self.register_parameter("bias", None)
+        init_bias_(self, self.bias_mode, out_channels, out, fan_in)
 
     def forward(self, x: Tensor) -> Tensor:
         op = convolve if self.flip else correlate

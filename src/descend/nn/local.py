@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from descend.errors import ConfigError, ShapeError
-from descend.nn.conv import bias_mode, check_channels, fan_in_uniform_
+from descend.nn.conv import bias_mode, check_channels, fan_in_uniform_, init_bias_
 from descend.nn.functional.conv import (
     Padding,
     as_tuple,
@@ -91,12 +91,7 @@ class LocallyConnected2d(nn.Module):
         fan_in = in_channels * math.prod(self.kernel_size)
         w = fan_in_uniform_(torch.empty(out_channels, *self.output_size, in_channels, *self.kernel_size), fan_in)
         self.weight = nn.Parameter(position_major(w))
-        if self.bias_mode == "location":
-            self.bias = nn.Parameter(fan_in_uniform_(torch.empty(out_channels, *self.output_size), fan_in))
-        elif self.bias_mode == "channel":
-            self.bias = nn.Parameter(fan_in_uniform_(torch.empty(out_channels), fan_in))
-        else:
-            self.register_parameter("bias", None)
+        init_bias_(self, self.bias_mode, out_channels, self.output_size, fan_in)
 
     def forward(self, x: Tensor) -> Tensor:
         return locally_connected2d(x, self.weight, self.bias, self.stride, self.padding)
@@ -136,12 +131,7 @@ class LocallyConnected1d(nn.Module):
         fan_in = in_channels * self.kernel_size[0]
         w = fan_in_uniform_(torch.empty(out_channels, *self.output_size, in_channels, *self.kernel_size), fan_in)
         self.weight = nn.Parameter(position_major(w))
-        if self.bias_mode == "location":
-            self.bias = nn.Parameter(fan_in_uniform_(torch.empty(out_channels, *self.output_size), fan_in))
-        elif self.bias_mode == "channel":
-            self.bias = nn.Parameter(fan_in_uniform_(torch.empty(out_channels), fan_in))
-        else:
-            self.register_parameter("bias", None)
+        init_bias_(self, self.bias_mode, out_channels, self.output_size, fan_in)
 
     def forward(self, x: Tensor) -> Tensor:
         return locally_connected1d(x, self.weight, self.bias, self.stride[0], self.padding)
@@ -205,12 +195,7 @@ class TiledConv2d(nn.Module):
         self.weight = nn.Parameter(
             fan_in_uniform_(torch.empty(out_channels, in_channels, *self.kernel_size, *self.tiles), fan_in)
         )
-        if self.bias_mode == "tile":
-            self.bias = nn.Parameter(fan_in_uniform_(torch.empty(out_channels, *self.tiles), fan_in))
-        elif self.bias_mode == "channel":
-            self.bias = nn.Parameter(fan_in_uniform_(torch.empty(out_channels), fan_in))
-        else:
-            self.register_parameter("bias", None)
+        init_bias_(self, self.bias_mode, out_channels, self.tiles, fan_in)
 
     def forward(self, x: Tensor) -> Tensor:
         return tiled_conv2d(x, self.weight, self.bias, self.stride, self.padding)
@@ -250,12 +235,7 @@ class TiledConv1d(nn.Module):
         self.weight = nn.Parameter(
             fan_in_uniform_(torch.empty(out_channels, in_channels, *self.kernel_size, *self.tiles), fan_in)
         )
-        if self.bias_mode == "tile":
-            self.bias = nn.Parameter(fan_in_uniform_(torch.empty(out_channels, *self.tiles), fan_in))
-        elif self.bias_mode == "channel":
-            self.bias = nn.Parameter(fan_in_uniform_(torch.empty(out_channels), fan_in))
-        else:
-            self.register_parameter("bias", None)
+        init_bias_(self, self.bias_mode, out_channels, self.tiles, fan_in)
 
     def forward(self, x: Tensor) -> Tensor:
         return tiled_conv1d(x, self.weight, self.bias, self.stride[0], self.padding)
