@@ -72,6 +72,22 @@ def check_wolfe_constants(c1: float, c2: float) -> None:
         )
 
 
+def check_stopping_rule(max_iter: int, max_eval: int | None, tolerance_grad: float, tolerance_change: float,
+                        spare_evals: int = 0) -> int:
+    """Validate the stopping rule of the full-batch optimizers and return ``max_eval``
+    (default: max(5/4 max_iter, max_iter + spare_evals); 5/4 is torch.optim.LBFGS's)."""
+    if not isinstance(max_iter, int) or max_iter < 1:
+        raise ConfigError(f"Invalid max_iter: {max_iter!r}; max_iter must be an integer >= 1")
+    if max_eval is None:
+        max_eval = max(max_iter * 5 // 4, max_iter + spare_evals)
+    if not isinstance(max_eval, int) or max_eval < 1:
+        raise ConfigError(f"Invalid max_eval: {max_eval!r}; max_eval must be an integer >= 1")
+    for name, v in (("tolerance_grad", tolerance_grad), ("tolerance_change", tolerance_change)):
+        if not (isinstance(v, (int, float)) and v >= 0 and math.isfinite(v)):
+            raise ConfigError(f"Invalid {name}: {v!r}; {name} must be a finite number >= 0")
+    return max_eval
+
+
 def _cubic_minimizer(a: float, fa: float, ga: float, b: float, fb: float, gb: float,
                      lo: float, hi: float) -> float:
     """Minimizer of the cubic through (a, fa, ga), (b, fb, gb), clamped to [lo, hi] (N&W eq. 3.59)."""
@@ -382,15 +398,7 @@ class LineSearchOptimizer(torch.optim.Optimizer):
         c1: float,
         c2: float,
     ) -> None:
-        if not isinstance(max_iter, int) or max_iter < 1:
-            raise ConfigError(f"Invalid max_iter: {max_iter!r}; max_iter must be an integer >= 1")
-        if max_eval is None:
-            max_eval = max_iter * 5 // 4
-        if not isinstance(max_eval, int) or max_eval < 1:
-            raise ConfigError(f"Invalid max_eval: {max_eval!r}; max_eval must be an integer >= 1")
-        for name, v in (("tolerance_grad", tolerance_grad), ("tolerance_change", tolerance_change)):
-            if not (isinstance(v, (int, float)) and v >= 0 and math.isfinite(v)):
-                raise ConfigError(f"Invalid {name}: {v!r}; {name} must be a finite number >= 0")
+        max_eval = check_stopping_rule(max_iter, max_eval, tolerance_grad, tolerance_change)
         if line_search not in self.line_searches:
             raise ConfigError(
                 f"Invalid line_search: {line_search!r}; {type(self).__name__} supports "

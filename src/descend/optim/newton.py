@@ -42,6 +42,7 @@ from descend.optim.line_search import (
     ClosureObjective,
     LineSearchOptimizer,
     check_finite,
+    check_stopping_rule,
     check_wolfe_constants,
     strong_wolfe,
 )
@@ -115,15 +116,7 @@ class Newton(torch.optim.Optimizer):
             raise ConfigError(f"Invalid damping_factor: {damping_factor!r}; it must be > 1 (e.g. 2)")
         if line_search not in (None, "strong-wolfe"):
             raise ConfigError(f"Invalid line_search: {line_search!r}; use None or 'strong-wolfe'")
-        if not isinstance(max_iter, int) or max_iter < 1:
-            raise ConfigError(f"Invalid max_iter: {max_iter!r}; max_iter must be an integer >= 1")
-        if max_eval is None:
-            max_eval = max(max_iter * 5 // 4, max_iter + 5)
-        if not isinstance(max_eval, int) or max_eval < 1:
-            raise ConfigError(f"Invalid max_eval: {max_eval!r}; max_eval must be an integer >= 1")
-        for name, v in (("tolerance_grad", tolerance_grad), ("tolerance_change", tolerance_change)):
-            if not (isinstance(v, (int, float)) and v >= 0 and math.isfinite(v)):
-                raise ConfigError(f"Invalid {name}: {v!r}; {name} must be a finite number >= 0")
+        max_eval = check_stopping_rule(max_iter, max_eval, tolerance_grad, tolerance_change, spare_evals=5)
         check_wolfe_constants(c1, c2)
         defaults = dict(lr=lr, damping=damping, adaptive=bool(adaptive), damping_factor=damping_factor,
                         line_search=line_search, max_iter=max_iter, max_eval=max_eval,
