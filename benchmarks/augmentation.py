@@ -25,7 +25,6 @@ per call is kept (robust to other processes on a shared machine).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ from descend.data.transforms import (
     RandomFlip,
     gaussian_kernel1d,
 )
+from descend.io import atomic_write_json
 from descend.models import NielsenNet
 
 
@@ -187,10 +187,7 @@ def main() -> int:
     results = {"machine": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
                "threads": torch.get_num_threads(), "quick": args.quick, "rows": rows, "largest_overhead": worst}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    tmp.replace(out)
+    atomic_write_json(out, results)
     print(f"results written to {out}")
     return 0
 

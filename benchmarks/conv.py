@@ -31,7 +31,6 @@ Ratios > 1 mean descend is slower than the reference.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -41,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 import descend.nn as dnn
+from descend.io import atomic_write_json
 from descend.nn import functional as DF
 
 try:  # benchmark-only dependency
@@ -287,10 +287,7 @@ def main() -> int:
         print("load average (1, 5, 15 min) at start / end:",
               results["load_average_1_5_15min_at_start"], results["load_average_1_5_15min_at_end"])
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    tmp.replace(out)
+    atomic_write_json(out, results)
     print(f"\nresults written to {out}")
     return 0
 

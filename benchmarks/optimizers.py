@@ -24,7 +24,6 @@ synchronize.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from pathlib import Path
 import torch
 
 import descend.optim as D
+from descend.io import atomic_write_json
 
 try:  # benchmark-only dependency
     import pytorch_optimizer as PO
@@ -153,11 +153,10 @@ def main(argv=None) -> int:
 
     worst = max(r["ratio"] for r in rows)
     print(f"\nworst descend/torch ratio: {worst:.2f} (goal <= 1.10)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"torch": torch.__version__, "device": str(device), "threads": args.threads, "quick": args.quick,
             "steps_per_round": steps, "rounds": rounds, "machine": platform.processor() or platform.machine(),
             "pytorch_optimizer": getattr(PO, "__version__", None) if PO is not None else None}
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    atomic_write_json(args.out, {"meta": meta, "rows": rows})
     print(f"wrote {args.out}")
     return 0
 

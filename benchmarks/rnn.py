@@ -19,7 +19,6 @@ machine). Goal (issue 9): LSTM ratio <= 1.5 on CPU.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from descend.io import atomic_write_json
 from descend.nn import LSTM, RNN
 
 # (name, N, T, F, H)
@@ -116,7 +116,6 @@ def main() -> None:
             print(f"{kind:5s} {name:10s} {N:4d} {T:4d} {F:4d} {H:4d} | {row['torch_ms']:9.2f} {row['descend_ms']:10.2f} "
                   f"{row['ratio']:6.2f} | {row['descend_autograd_ms']:11.2f} {row['autograd_ratio']:6.2f} | "
                   f"{row['forward_ratio']:9.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "benchmark": "rnn",
         "what": "forward+backward ms per iteration, min over interleaved rounds; ratio = descend / torch",
@@ -128,7 +127,7 @@ def main() -> None:
         "load_average_1_5_15min": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "rows": rows,
     }
-    args.out.write_text(json.dumps(result, indent=2))
+    atomic_write_json(args.out, result)
     print(f"saved {args.out}")
 
 

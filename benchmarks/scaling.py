@@ -43,6 +43,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from descend.io import atomic_write_json
+
 GLOBAL_BATCH = 128
 
 
@@ -208,8 +210,7 @@ def main(argv=None) -> int:
     meta = {"torch": torch.__version__, "machine": platform.machine(), "cpus": os.cpu_count(),
             "load_average": os.getloadavg(), "quick": args.quick, "steps_per_round": steps, "rounds": rounds,
             "global_batch": GLOBAL_BATCH, "device": args.device, "repeat": args.repeat}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    atomic_write_json(args.out, {"meta": meta, "rows": rows})
     print(f"\nwritten to {args.out}")
     return 0
 

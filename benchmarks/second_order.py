@@ -36,7 +36,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # before numpy/scipy load their BLAS
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
@@ -49,6 +48,7 @@ import scipy.optimize  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from descend.io import atomic_write_json  # noqa: E402
 from descend.optim import BFGS, LBFGS, Newton, NewtonCG, NonlinearCG  # noqa: E402
 
 try:  # benchmark-only dependency (pytorch-minimize)
@@ -372,8 +372,7 @@ def main() -> None:
            "torchmin": getattr(torchmin, "__version__", None), "threads": torch.get_num_threads(),
            "machine": platform.machine(), "quick": args.quick, "repeats": repeats, "gtol": args.gtol,
            "data": source}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"env": env, "rows": rows}, indent=2))
+    atomic_write_json(args.out, {"env": env, "rows": rows})
     print(f"\nwrote {args.out}")
 
 
