@@ -36,6 +36,7 @@ from torch import nn
 from descend.data.sequences import adding_problem, copy_task, make_splits
 from descend.data.tensors import Splits, TensorPair
 from descend.errors import ConfigError, Diverged
+from descend.experiments._heuristics import single_thread, table
 from descend.io import atomic_write_json, atomic_write_text
 from descend.nn.recurrent import LSTM, RNN, OutputRecurrentRNN, SequenceToOne, SequenceToSequence, inverse_sigmoid_decay
 from descend.optim import register_grad_clipping
@@ -305,23 +306,10 @@ def _settings(args) -> dict[str, Any]:
     return cfg
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
-
-
 def run(args) -> int:
     cfg = _settings(args)
-    # These networks are tiny (a few (64 x 32) products per time step): intra-op threads
-    # only add synchronization, which on a shared 2-core machine costs up to 10x.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():  # tiny networks: intra-op threads only add synchronization
         return _run(args, cfg)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(args, cfg: dict) -> int:
@@ -354,8 +342,8 @@ def _run(args, cfg: dict) -> int:
                         + [f"{rs[m]['max_grad_norm']:.3g}" for m in MODELS])
         baseline = ("baseline MSE 1/6 = 0.1667 (predict 1); 'ok' = below 1/10 of it" if cfg["task"] == "adding"
                     else f"chance {1 / COPY['symbols']:.2f}; 'ok' = above 0.9")
-        markdown += [f"## Part 1: {cfg['task']} problem at growing lengths", "", _table(rows), "", baseline, ""]
-        say(_table(rows))
+        markdown += [f"## Part 1: {cfg['task']} problem at growing lengths", "", table(rows), "", baseline, ""]
+        say(table(rows))
 
     if "2" in args.parts:
         say("part 2: gradient norm vs time lag")
@@ -365,9 +353,9 @@ def _run(args, cfg: dict) -> int:
         lags = [lag for lag in (0, 10, 20, 40, cfg["lag"]) if lag <= cfg["lag"]]
         rows = [["network"] + [f"lag {lag}" for lag in lags]]
         rows += [[name] + [f"{values[lag]:.2e}" for lag in lags] for name, values in curves.items()]
-        markdown += ["## Part 2: ||dL/d state(t)|| vs lag tau - t", "", _table(rows), "",
+        markdown += ["## Part 2: ||dL/d state(t)|| vs lag tau - t", "", table(rows), "",
                      "![gradient norm vs lag](gradient_norm_vs_lag.png)", ""]
-        say(_table(rows))
+        say(table(rows))
 
     if "3" in args.parts:
         say("part 3: teacher forcing vs free running (fig. 10.4 network, sticky noisy symbol, K = 5, T = 20)")
@@ -378,8 +366,8 @@ def _run(args, cfg: dict) -> int:
                   f"{r['free_running_accuracy']:.4f}",
                   f"{r['free_running_accuracy_by_step'][0]:.3f} / {r['free_running_accuracy_by_step'][-1]:.3f}"]
                  for r in part3]
-        markdown += ["## Part 3: teacher forcing vs free running (sec. 10.2.1)", "", _table(rows), ""]
-        say(_table(rows))
+        markdown += ["## Part 3: teacher forcing vs free running (sec. 10.2.1)", "", table(rows), ""]
+        say(table(rows))
 
     atomic_write_json(args.run_dir / "results.json", results)
     atomic_write_text(args.run_dir / "results.md", "\n".join(markdown))

@@ -31,6 +31,7 @@ from typing import Any, Callable
 import torch
 
 from descend.errors import ConfigError
+from descend.experiments._heuristics import single_thread, table
 from descend.io import atomic_write_json, atomic_write_text
 from descend.optim import Newton, SaddleFreeNewton
 from descend.optim.curvature import hessian_eigenspectrum
@@ -153,21 +154,10 @@ def _settings(args) -> dict:
     return cfg
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
-
-
 def run(args) -> int:
     cfg = _settings(args)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny problems: intra-op threads only add synchronization
-    try:
+    with single_thread():  # tiny networks: intra-op threads only add synchronization
         return _run(args, cfg)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(args, cfg: dict) -> int:
@@ -191,7 +181,7 @@ def _run(args, cfg: dict) -> int:
         rs = {r["method"]: r for r in toy if tuple(r["start"]) == start}
         rows.append([f"({start[0]:g}, {start[1]:g})"]
                     + [f"{rs[m]['end']} at ({rs[m]['end_point'][0]:.2g}, {rs[m]['end_point'][1]:.2g})" for m in METHODS])
-    toy_table = _table(rows)
+    toy_table = table(rows)
     say("part 1: f(x, y) = x^2/2 + y^4/4 - y^2/2 (saddle at (0, 0), minima at (0, +-1))")
     say(toy_table)
 
@@ -217,7 +207,7 @@ def _run(args, cfg: dict) -> int:
         rows.append([method, f"{saddles}/{len(rs)}", f"{minima}/{len(rs)}", f"{mean('loss'):.4f}",
                      f"{mean('global_min'):.4f}", f"{mean('at_saddle_W0'):.4f}"])
     results["network_summary"] = summary
-    net_table = _table(rows)
+    net_table = table(rows)
     say(f"part 2: deep linear network 4 -> 2 -> 4, init std {cfg['init_scale']}, {cfg['seeds']} seeds")
     say(net_table)
 

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from descend.errors import ConfigError
+from descend.experiments._heuristics import single_thread, table
 from descend.io import atomic_path, atomic_write_json, atomic_write_text
 from descend.optim import Newton
 from descend.optim.coordinate_descent import coordinate_descent, coupled_quadratic, sparse_coding
@@ -63,13 +64,6 @@ def _data(kind: str, examples: int, seed: int) -> torch.Tensor:
     W = W / W.norm(dim=1, keepdim=True)
     H = torch.randn(k, examples, generator=g, dtype=torch.float64) * (torch.rand(k, examples, generator=g) < 0.1)
     return W.T @ (3 * H) + 0.05 * torch.randn(d, examples, generator=g, dtype=torch.float64)
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
 
 
 def coupled_sweeps(alpha: float, target: float = 1e-8, max_sweeps: int = 100_000) -> dict[str, Any]:
@@ -113,12 +107,8 @@ def run(args) -> int:
                weight_decay=getattr(args, "weight_decay", 0.0))
     if cfg["atoms"] < 1 or cfg["iterations"] < 1 or cfg["sparsity"] <= 0 or cfg["weight_decay"] < 0:
         raise ConfigError("--atoms and --iterations must be >= 1, --sparsity > 0, --weight-decay >= 0")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():  # tiny networks: intra-op threads only add synchronization
         return _run(args, cfg)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(args, cfg: dict) -> int:
@@ -134,7 +124,7 @@ def _run(args, cfg: dict) -> int:
     for i, (j, step) in enumerate(zip(J, result.steps)):
         if i <= 6 or i >= len(J) - 2:
             rows.append([f"{(i + 1) // 2}", step, f"{j:.6g}", "" if i == 0 else f"{j - J[i - 1]:+.4g}"])
-    table1 = _table(rows)
+    table1 = table(rows)
     say(f"part 1: sparse coding (eq. 8.38) of {X.shape[1]} {cfg['data']} examples (d = {X.shape[0]}), "
         f"k = {cfg['atoms']} atoms, {cfg['iterations']} H/W iterations")
     say(table1)
@@ -144,7 +134,7 @@ def _run(args, cfg: dict) -> int:
     part2 = [coupled_sweeps(a) for a in ALPHAS]
     rows = [["alpha", "coordinate-descent sweeps", "Newton steps"]]
     rows += [[f"{r['alpha']:g}", str(r["cd_sweeps"]), str(r["newton_steps"])] for r in part2]
-    table2 = _table(rows)
+    table2 = table(rows)
     say("part 2: f(x) = (x1 - x2)^2 + alpha (x1^2 + x2^2); iterations to f < 1e-8 f(x0)")
     say(table2)
 
