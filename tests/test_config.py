@@ -101,7 +101,7 @@ def test_bad_device_and_precision_values(override, fragment):
 
 def test_augmentation_options_reach_the_transforms():
     from descend import strategies
-    from descend.data.transforms import ElasticDistortion, RandomAffine
+    from descend.data.transforms import AffineElastic, ElasticDistortion, RandomAffine
 
     c = cfg.load(overrides=["data.augment=affine", "data.affine_rotation=15", "data.affine_scale=0.2",
                             "data.affine_shear=5", "data.max_shift=3"])
@@ -111,6 +111,9 @@ def test_augmentation_options_reach_the_transforms():
     c = cfg.load(overrides=["data.augment=elastic", "data.elastic_alpha=20", "data.elastic_sigma=3"])
     aug = strategies.build_augment(c, None)
     assert isinstance(aug, ElasticDistortion) and (aug.alpha, aug.sigma) == (20.0, 3.0)
+    c = cfg.load(overrides=["data.augment=affine+elastic", "data.affine_rotation=15", "data.elastic_sigma=6"])
+    aug = strategies.build_augment(c, None)
+    assert isinstance(aug, AffineElastic) and (aug.affine.degrees, aug.elastic.sigma) == (15.0, 6.0)
     with pytest.raises(ConfigError, match="affine_scale"):
         cfg.load(overrides=["data.affine_scale=1.5"])
 

@@ -52,12 +52,12 @@ class DataConfig:
     path: str = ""
     limit: int = 0
     eval_limit: int = 0
-    augment: str = "affine"  # none | shift | affine | elastic (descend.data.transforms)
+    augment: str = "affine"  # none | shift | affine | elastic | affine+elastic (descend.data.transforms)
     max_shift: int = 2
     affine_rotation: float = 10.0  # augment = "affine": rotations up to +-degrees
     affine_scale: float = 0.1  # ... scalings by a factor in [1 - s, 1 + s]
     affine_shear: float = 10.0  # ... shears up to +-degrees (translations: max_shift pixels)
-    elastic_alpha: float = 34.0  # augment = "elastic": displacement scale (Simard et al.)
+    elastic_alpha: float = 34.0  # augment = "elastic" (or "affine+elastic"): displacement scale (Simard et al.)
     elastic_sigma: float = 4.0  # ... smoothness (Gaussian width, pixels)
     expand: bool = False
     flip: bool = False  # random left-right mirroring (not for digits)
@@ -131,7 +131,7 @@ class Config:
 # Allowed values and ranges of the fixed keys; checked after types.
 CHOICES = {
     "data.split": ("nndl", "standard"),
-    "data.augment": ("none", "shift", "affine", "elastic"),
+    "data.augment": ("none", "shift", "affine", "elastic", "affine+elastic"),
     "train.average": ("none", "ema", "uniform"),
     "train.combine": ("average", "vote"),
     "train.amp": ("none", "bf16", "fp16"),

@@ -98,17 +98,20 @@ def build_loss(config: cfg.Config):
 def build_augment(config: cfg.Config, splits: Splits):
     """The training augmentation of ``data.augment``, ``data.flip`` and ``data.color_jitter``."""
     from descend.data import RandomShift
-    from descend.data.transforms import Compose, ElasticDistortion, PCAColorJitter, RandomAffine, RandomFlip
+    from descend.data.transforms import AffineElastic, Compose, ElasticDistortion, PCAColorJitter, RandomAffine, RandomFlip
 
     d = config.data
     parts: list[Any] = []
     if d.augment == "shift":
         parts.append(RandomShift(d.max_shift))
-    elif d.augment == "affine":  # small distortions: rotation, scale, shear, +-max_shift pixels
-        parts.append(RandomAffine(degrees=d.affine_rotation, scale=d.affine_scale, shear=d.affine_shear,
-                                  translate=float(d.max_shift)))
-    elif d.augment == "elastic":  # Simard et al. (2003) on 28 x 28 digits
-        parts.append(ElasticDistortion(alpha=d.elastic_alpha, sigma=d.elastic_sigma))
+    elif d.augment in ("affine", "elastic", "affine+elastic"):
+        # affine: small rotations, scalings, shears, +-max_shift pixels; elastic: Simard et al.
+        # (2003); both: one resampling along the sum of the two (Ciresan et al. 2012).
+        rand_affine = RandomAffine(degrees=d.affine_rotation, scale=d.affine_scale, shear=d.affine_shear,
+                                   translate=float(d.max_shift))
+        elastic = ElasticDistortion(alpha=d.elastic_alpha, sigma=d.elastic_sigma)
+        parts.append({"affine": rand_affine, "elastic": elastic,
+                      "affine+elastic": AffineElastic(rand_affine, elastic)}[d.augment])
     if d.flip:
         parts.append(RandomFlip(0.5))
     if d.color_jitter > 0:

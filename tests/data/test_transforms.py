@@ -11,6 +11,7 @@ from scipy import ndimage
 
 from descend.data import shift
 from descend.data.transforms import (
+    AffineElastic,
     Compose,
     ElasticDistortion,
     PCAColorJitter,
@@ -115,6 +116,41 @@ def test_displacement_matches_the_pixel_loop(seed):
     out = displace(x, field)
     for i in range(2):
         np.testing.assert_allclose(out[i].numpy(), ref.displace(x[i].numpy(), field[i].numpy()), atol=1e-9)
+
+
+@given(seed=st.integers(0, 1000))
+@settings(max_examples=10, deadline=None)
+def test_affine_elastic_samples_at_the_affine_map_plus_the_field_in_one_pass(seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, 1, 7, 6, generator=g, dtype=torch.float64)
+    transform = AffineElastic(RandomAffine(degrees=20, scale=0.2, shear=10, translate=1.0),
+                              ElasticDistortion(alpha=8.0, sigma=1.5))
+    out = transform(x, torch.Generator().manual_seed(seed))
+    # The same draws, in the same order: the affine parameters, then the field.
+    g = torch.Generator().manual_seed(seed)
+    matrix, offset = transform.affine.parameters(2, g)
+    field = transform.elastic.field(2, 7, 6, g)
+    for i in range(2):
+        expected = ref.affine(x[i].numpy(), matrix[i].double().numpy(), offset[i].double().numpy(),
+                              field[i].double().numpy())
+        np.testing.assert_allclose(out[i].numpy(), expected, atol=1e-6)
+
+
+def test_affine_elastic_reduces_to_each_part_when_the_other_is_off():
+    x = distinct_images(n=3, rows=12, cols=10)
+    rand_affine = RandomAffine(degrees=15, scale=0.1, shear=5, translate=2.0)
+    no_field = AffineElastic(rand_affine, ElasticDistortion(alpha=0.0))(x, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(no_field, rand_affine(x, torch.Generator().manual_seed(1)))
+    identity = RandomAffine(degrees=0, scale=0, shear=0, translate=0)
+    elastic = ElasticDistortion(alpha=10.0, sigma=2.0)
+    g = torch.Generator().manual_seed(2)
+    identity.parameters(3, g)  # consume the affine draws, as AffineElastic does
+    torch.testing.assert_close(AffineElastic(identity, elastic)(x, torch.Generator().manual_seed(2)),
+                               elastic(x, g), rtol=0, atol=1e-4 * float(x.max()))
+    with pytest.raises(ConfigError, match="one interpolation mode"):
+        AffineElastic(RandomAffine(mode="nearest"), elastic)
+    with pytest.raises(ShapeError, match="field of shape"):
+        affine(x, *rand_affine.parameters(3), field=torch.zeros(3, 2, 5, 5))
 
 
 def test_gaussian_smoothing_of_the_elastic_field_is_scipys():

@@ -76,15 +76,18 @@ def _sample_bilinear(img, y, x):
     return value
 
 
-def affine(img: np.ndarray, matrix: np.ndarray, offset: np.ndarray) -> np.ndarray:
+def affine(img: np.ndarray, matrix: np.ndarray, offset: np.ndarray, field: np.ndarray | None = None) -> np.ndarray:
     """Output pixel p (pixel units from the image centre, x right, y down) takes the input
-    value at matrix @ p + offset, bilinearly interpolated (img: (c, rows, cols))."""
+    value at matrix @ p + offset (+ field[:, i, j], (x, y) in pixels, when given), bilinearly
+    interpolated (img: (c, rows, cols))."""
     c, rows, cols = img.shape
     out = np.zeros_like(img)
     for i in range(rows):
         for j in range(cols):
             p = np.array([j + 0.5 - cols / 2, i + 0.5 - rows / 2])
             q = matrix @ p + offset
+            if field is not None:
+                q = q + field[:, i, j]
             out[:, i, j] = _sample_bilinear(img, q[1] + rows / 2 - 0.5, q[0] + cols / 2 - 0.5)
     return out
 

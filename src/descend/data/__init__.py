@@ -5,6 +5,7 @@
     load_mnist_pkl(path)                                        Nielsen's pickle, NumPy-only unpickler
     expand_mnist(pair), RandomShift(k)                          augmentation (NNDL ch. 6)
     RandomCrop, RandomFlip, RandomAffine, ElasticDistortion,    more augmentation, test-time views
+    AffineElastic,
     PCAColorJitter, Compose, tta_predict                        (descend.data.transforms)
     Preprocess                                                  centering/standardization/PCA/ZCA
 """
@@ -19,6 +20,7 @@ from descend.data.safe_pickle import load_numpy_pickle
 from descend.data.sequences import adding_problem, copy_task, make_splits, parity, sequential_mnist
 from descend.data.tensors import Splits, TensorPair
 from descend.data.transforms import (
+    AffineElastic,
     Compose,
     ElasticDistortion,
     PCAColorJitter,
@@ -52,6 +54,7 @@ __all__ = [
     "make_splits",
     "parity",
     "sequential_mnist",
+    "AffineElastic",
     "Compose",
     "ElasticDistortion",
     "PCAColorJitter",

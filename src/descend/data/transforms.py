@@ -15,6 +15,7 @@ Python loop over images or pixels.
     RandomAffine(...)             small rotations, scalings, shears and translations
     ElasticDistortion(alpha, sigma)  Simard et al. (2003): a random displacement field,
                                   smoothed by a Gaussian of width sigma, scaled by alpha
+    AffineElastic(affine, elastic)  both in one resampling (Ciresan et al. 2012)
     PCAColorJitter(std)           AlexNet sec. 4.1: add sum_i p_i alpha_i lambda_i to every
                                   RGB pixel (p_i, lambda_i: the eigenvectors/values of the
                                   training set's RGB covariance, alpha_i ~ N(0, std^2))
@@ -133,9 +134,10 @@ def ten_crop(x: Tensor, size: int | tuple[int, int]) -> list[Tensor]:
 
 
 # ----------------------------------------------------------------------------- geometric distortions
-def affine(x: Tensor, matrix: Tensor, offset: Tensor, mode: str = "bilinear") -> Tensor:
+def affine(x: Tensor, matrix: Tensor, offset: Tensor, mode: str = "bilinear", field: Tensor | None = None) -> Tensor:
     """Resample each image: output pixel p (in pixels from the image centre, x to the right,
-    y down) takes the input value at ``matrix[i] @ p + offset[i]``; zero outside.
+    y down) takes the input value at ``matrix[i] @ p + offset[i]`` (``+ field[i, :, p]``
+    when a displacement field (n, 2, rows, cols) is given, as in :func:`displace`); zero outside.
 
     ``matrix`` (n, 2, 2) and ``offset`` (n, 2) are in pixel units; they are converted to the
     normalized coordinates of ``affine_grid`` so that non-square images are not stretched.
@@ -145,11 +147,16 @@ def affine(x: Tensor, matrix: Tensor, offset: Tensor, mode: str = "bilinear") ->
     if matrix.shape != (n, 2, 2) or offset.shape != (n, 2):
         raise ShapeError(f"affine needs matrix (n, 2, 2) and offset (n, 2) for n={n}, got "
                          f"{tuple(matrix.shape)}, {tuple(offset.shape)}")
+    if field is not None and field.shape != (n, 2, rows, cols):
+        raise ShapeError(f"affine needs a field of shape (n, 2, rows, cols) = {(n, 2, rows, cols)}, "
+                         f"got {tuple(field.shape)}")
     half = torch.tensor([cols / 2.0, rows / 2.0], dtype=x.dtype, device=x.device)  # D = diag(W/2, H/2)
     m = matrix.to(x) * half[None, None, :] / half[None, :, None]  # D^-1 M D
     t = offset.to(x) / half  # D^-1 offset
     theta = torch.cat([m, t[:, :, None]], dim=2)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    if field is not None:  # (n, 2, rows, cols) pixels -> (n, rows, cols, 2) normalized units
+        grid = grid + field.to(x).permute(0, 2, 3, 1) / half
     return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 
@@ -273,6 +280,30 @@ class ElasticDistortion:
 
     def __repr__(self) -> str:
         return f"ElasticDistortion(alpha={self.alpha}, sigma={self.sigma})"
+
+
+class AffineElastic:
+    """A random affine distortion and an elastic one in a single resampling (Ciresan et al.
+    2012 distort MNIST digits this way for their committees of networks): output pixel p
+    takes the input at ``M p + offset + u(p)``, with (M, offset) drawn by ``affine`` and the
+    displacement field u drawn by ``elastic``. One bilinear interpolation instead of two,
+    so the digit is blurred once.
+    """
+
+    def __init__(self, affine: RandomAffine, elastic: ElasticDistortion) -> None:
+        if affine.mode != elastic.mode:
+            raise ConfigError(f"AffineElastic needs one interpolation mode, got {affine.mode!r} and {elastic.mode!r}")
+        self.affine, self.elastic = affine, elastic
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        _check_images(x)
+        n, _, rows, cols = x.shape
+        matrix, offset = self.affine.parameters(n, generator)
+        field = self.elastic.field(n, rows, cols, generator).to(x.device)
+        return affine(x, matrix, offset, self.affine.mode, field=field)
+
+    def __repr__(self) -> str:
+        return f"AffineElastic({self.affine!r}, {self.elastic!r})"
 
 
 # ----------------------------------------------------------------------------- colour
