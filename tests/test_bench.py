@@ -17,9 +17,11 @@ def test_forward_flops_counts_two_per_multiply_add():
     assert bench.forward_flops(model, (1, 28, 28)) == 2 * (4 * 24 * 24 * 25 + 576 * 10)
 
 
-def test_trainer_overhead_row_is_consistent():
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_trainer_overhead_row_is_consistent(amp):
     row = bench.trainer_overhead(lambda: nn.Sequential(nn.Flatten(), nn.Linear(16, 10)), (1, 4, 4),
-                                 batch_size=8, images=64, repeats=3)
+                                 batch_size=8, images=64, repeats=3, amp=amp)
+    assert row["amp"] == amp
     assert row["ratio_low"] <= row["ratio"] <= row["ratio_high"]
     assert row["trainer_images_per_s"] == pytest.approx(64 / row["trainer_s"])
 

@@ -175,3 +175,18 @@ def test_tta_results(digits):
     results = strategies.tta_results(c, trainer.model, digits)
     assert set(results) == {"val_accuracy_tta", "test_accuracy_tta"}
     assert all(0.0 <= v <= 1.0 for v in results.values())
+
+
+def test_amp_auto_is_bf16_exactly_where_the_device_has_it_in_hardware(digits, monkeypatch):
+    c = cfg.load(overrides=SMALL + ["train.amp=auto"])
+    for native, expected in ((True, "bf16"), (False, "none")):
+        monkeypatch.setattr(runs, "native_bf16", lambda device, native=native: native)
+        assert runs.build_trainer(c, digits, None, 0).amp == expected
+    monkeypatch.undo()
+    # Explicit choices pass through whatever the hardware.
+    assert runs.resolve_amp("bf16", torch.device("cpu")) == "bf16"
+    assert runs.resolve_amp("none", torch.device("cpu")) == "none"
+    assert runs.native_bf16(torch.device("meta")) is False
+    # On this CPU: oneDNN's own bf16 query decides.
+    expected = torch.ops.mkldnn._is_mkldnn_bf16_supported() if torch.backends.mkldnn.is_available() else False
+    assert runs.native_bf16(torch.device("cpu")) == bool(expected)

@@ -67,21 +67,24 @@ def sgemm_flops(size: int = 1024, seconds: float = 1.0) -> float:
 
 
 def _hand_written_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                        batch_size: int, order: torch.Tensor, channels_last: bool = False) -> None:
+                        batch_size: int, order: torch.Tensor, channels_last: bool = False, amp: str = "none") -> None:
     model.train()
     for idx in order.split(batch_size):
         xb, yb = x[idx], y[idx]
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(xb), yb).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
+            loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
         opt.step()
 
 
 def trainer_overhead(make_model: Callable[[], nn.Module], input_shape: tuple[int, ...], batch_size: int,
-                     images: int = 2048, repeats: int = 5, seed: int = 0, channels_last: bool = False) -> dict[str, Any]:
+                     images: int = 2048, repeats: int = 5, seed: int = 0, channels_last: bool = False,
+                     amp: str = "none") -> dict[str, Any]:
     """Median seconds per epoch of ``images`` random inputs, hand-written loop vs Trainer
-    (both channels-last when ``channels_last``).
+    (both channels-last when ``channels_last``; both under bf16 autocast when ``amp = "bf16"``).
 
     The two run in pairs, alternating which goes first, and the ratio is the median of
     the pairs' ratios: a slow drift of the machine's speed then cancels within a pair.
@@ -94,10 +97,10 @@ def trainer_overhead(make_model: Callable[[], nn.Module], input_shape: tuple[int
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     trainer = Trainer(model, opt, Splits(TensorPair(x, y)), epochs=0, batch_size=batch_size, quiet=True,
-                      checkpoint=False, evaluate_test=False, seed=seed, channels_last=channels_last)
+                      checkpoint=False, evaluate_test=False, seed=seed, channels_last=channels_last, amp=amp)
     def hand_epoch() -> float:
         start = time.perf_counter()
-        _hand_written_epoch(model, opt, x, y, batch_size, torch.randperm(images, generator=g), channels_last)
+        _hand_written_epoch(model, opt, x, y, batch_size, torch.randperm(images, generator=g), channels_last, amp)
         return time.perf_counter() - start
 
     def trainer_epoch() -> float:
@@ -117,7 +120,7 @@ def trainer_overhead(make_model: Callable[[], nn.Module], input_shape: tuple[int
             ours.append(trainer_epoch())
     ratios = [t / h for t, h in zip(ours, hand)]
     h, t = statistics.median(hand), statistics.median(ours)
-    return {"batch_size": batch_size, "channels_last": channels_last, "images": images, "hand_s": h,
+    return {"batch_size": batch_size, "channels_last": channels_last, "amp": amp, "images": images, "hand_s": h,
             "trainer_s": t, "ratio": statistics.median(ratios), "ratio_low": min(ratios), "ratio_high": max(ratios),
             "trainer_images_per_s": images / t, "hand_images_per_s": images / h}
 

@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="shortcut for --set seed=N")
     p.add_argument("--ensemble", type=int, metavar="N", help="train N networks (seeds seed..seed+N-1) and combine them")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (shortcut for --set device=...)")
-    p.add_argument("--amp", choices=("none", "bf16", "fp16"),
+    p.add_argument("--amp", choices=("none", "bf16", "fp16", "auto"),
                    help="mixed precision for training (shortcut for --set train.amp=...)")
     p.add_argument("--nproc", type=int, metavar="N",
                    help="train on N processes of this machine (torchrun --standalone): data-parallel, "

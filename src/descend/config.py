@@ -81,7 +81,7 @@ class TrainConfig:
     combine: str = "average"
     evaluate_test: bool = True
     checkpoint: bool = True
-    amp: str = "none"  # mixed precision of the training forward pass: none | bf16 | fp16
+    amp: str = "none"  # mixed precision of the training forward pass: none | bf16 | fp16 | auto (bf16 if native)
     channels_last: str = "auto"  # auto (on for models with convolutions) | on | off
     sync_batchnorm: bool = False  # data-parallel: global-batch statistics instead of per-rank
     dist_timeout: float = 300.0  # seconds a collective waits for the other processes
@@ -134,7 +134,7 @@ CHOICES = {
     "data.augment": ("none", "shift", "affine", "elastic", "affine+elastic"),
     "train.average": ("none", "ema", "uniform"),
     "train.combine": ("average", "vote"),
-    "train.amp": ("none", "bf16", "fp16"),
+    "train.amp": ("none", "bf16", "fp16", "auto"),
     "train.channels_last": ("auto", "on", "off"),
     "data.preprocess": ("none", "center", "standardize", "pca", "zca"),
     "data.tta": ("none", "flip", "five-crop", "ten-crop"),

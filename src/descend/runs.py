@@ -60,6 +60,27 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16 in hardware: a CUDA GPU that supports it, or a
+    CPU whose oneDNN has bf16 instructions (AVX512-BF16 or AMX). Elsewhere bf16 is emulated
+    and slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # a build without oneDNN's bf16 query
+            return False
+    return False
+
+
+def resolve_amp(name: str, device: torch.device) -> str:
+    """``train.amp``: ``auto`` -> bf16 where the device has it in hardware, else none."""
+    if name == "auto":
+        return "bf16" if native_bf16(device) else "none"
+    return name
+
+
 def load_data(config: cfg.Config) -> Splits:
     d = config.data
     splits = load_dataset(
@@ -183,7 +204,7 @@ def build_trainer(config: cfg.Config, splits: Splits, run_dir: Path | None, seed
         device=device,
         evaluate_test=t.evaluate_test,
         checkpoint=t.checkpoint,
-        amp=t.amp,
+        amp=resolve_amp(t.amp, device),
         channels_last=channels_last,
         sync_batchnorm=t.sync_batchnorm,
         data_parallel=data_parallel,
