@@ -97,6 +97,8 @@ def test_ensemble_of_two_reports_members_and_combination(tmp_path):
     r = descend("evaluate", run, "--json", check_code=0)
     results = json.loads(r.stdout)
     assert len(results["members"]) == 2 and "test_accuracy_vote" in results
+    # the ensemble of the first member alone is that member; of both, the ensemble
+    assert results["test_accuracy_by_members"] == [results["members"][0]["test_accuracy"], results["test_accuracy"]]
 
     # test-time augmentation of an ensemble: each member's softmax averaged over x and its
     # mirror image, then averaged over the members (oracle: the same by hand)

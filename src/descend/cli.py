@@ -235,6 +235,11 @@ def _print_results(results: dict) -> None:
         if f"{key}_accuracy_tta" in results:
             label = "validation" if key == "val" else "test"
             print(f"{label} accuracy with test-time augmentation: {100 * results[f'{key}_accuracy_tta']:.2f}%")
+    for key in ("test_accuracy_by_members", "test_accuracy_tta_by_members"):
+        if len(results.get(key, ())) > 2:
+            label = "with test-time augmentation, " if "tta" in key else ""
+            print(f"test accuracy {label}ensemble of the first 1, 2, ... members: "
+                  + " ".join(f"{100 * a:.2f}" for a in results[key]))
     if "seconds" in results:
         print(f"wall time: {results['seconds']:.1f}s")
 

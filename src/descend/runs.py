@@ -377,7 +377,8 @@ def member_dirs(run_dir: Path) -> list[Path]:
 
 
 def evaluate_ensemble(config: cfg.Config, splits: Splits, run_dir: Path) -> dict[str, Any]:
-    """Each member's accuracy and the combined accuracy (average and vote) on val and test."""
+    """Each member's accuracy and the combined accuracy (average and vote) on val and test,
+    and (``*_by_members``) the accuracy of the ensemble of the first k members, k = 1..N."""
     results: dict[str, Any] = {"members": []}
     parts = {name: getattr(splits, name) for name in ("val", "test") if getattr(splits, name) is not None}
     outputs: dict[str, list[torch.Tensor]] = {name: [] for name in parts}
@@ -408,6 +409,10 @@ def evaluate_ensemble(config: cfg.Config, splits: Splits, run_dir: Path) -> dict
                 acc = float((combine(stacked, method) == pair.y).double().mean())
                 results[f"{name}_accuracy_{method}{suffix}"] = acc
             results[f"{name}_accuracy{suffix}"] = results[f"{name}_accuracy_{config.train.combine}{suffix}"]
+            # The ensemble of the first k members, k = 1..N: what more members buy.
+            results[f"{name}_accuracy{suffix}_by_members"] = [
+                float((combine(stacked[:k], config.train.combine) == pair.y).double().mean())
+                for k in range(1, len(stacked) + 1)]
     results["combine"] = config.train.combine
     return results
 
