@@ -12,7 +12,7 @@ the majority vote of the five final networks).
 
 ``--budget full`` runs the book's epochs (days on a CPU; the book used a GPU).
 ``--budget cpu`` (default) keeps every hyperparameter but cuts the epochs so the whole
-ladder runs in about an hour on 2 CPU cores; the table says which budget it is, and
+ladder runs in about 40 minutes on 2 CPU cores; the table says which budget it is, and
 its accuracies are then lower than the book's because the networks are undertrained.
 """
 
