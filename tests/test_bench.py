@@ -8,6 +8,7 @@ import pytest
 from torch import nn
 
 from descend import bench, cli
+from descend.errors import ConfigError
 
 
 def test_forward_flops_counts_two_per_multiply_add():
@@ -24,6 +25,11 @@ def test_trainer_overhead_row_is_consistent(amp):
     assert row["amp"] == amp
     assert row["ratio_low"] <= row["ratio"] <= row["ratio_high"]
     assert row["trainer_images_per_s"] == pytest.approx(64 / row["trainer_s"])
+
+
+def test_trainer_overhead_refuses_a_precision_the_hand_written_loop_does_not_run():
+    with pytest.raises(ConfigError, match="bf16 autocast"):
+        bench.trainer_overhead(lambda: nn.Linear(4, 2), (4,), batch_size=2, images=4, repeats=1, amp="fp16")
 
 
 def test_bench_command_prints_the_table_and_writes_json(tmp_path, capsys):

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from descend.data.tensors import Splits, TensorPair
+from descend.errors import ConfigError
 from descend.train.trainer import Trainer
 
 
@@ -90,6 +91,8 @@ def trainer_overhead(make_model: Callable[[], nn.Module], input_shape: tuple[int
     the pairs' ratios: a slow drift of the machine's speed then cancels within a pair.
     ``ratio_low`` / ``ratio_high`` are the smallest and largest pair ratios (the noise).
     """
+    if amp not in ("none", "bf16"):
+        raise ConfigError(f"trainer_overhead compares float32 ('none') or bf16 autocast ('bf16'), got amp={amp!r}")
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(images, *input_shape, generator=g)
     y = torch.randint(0, 10, (images,), generator=g)

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from descend import __version__
+from descend.config import CHOICES
 from descend.errors import ConfigError, DescendError, DistributedError
 
 
@@ -50,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="shortcut for --set seed=N")
     p.add_argument("--ensemble", type=int, metavar="N", help="train N networks (seeds seed..seed+N-1) and combine them")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (shortcut for --set device=...)")
-    p.add_argument("--amp", choices=("none", "bf16", "fp16", "auto"),
+    p.add_argument("--amp", choices=CHOICES["train.amp"],
                    help="mixed precision for training (shortcut for --set train.amp=...)")
     p.add_argument("--nproc", type=int, metavar="N",
                    help="train on N processes of this machine (torchrun --standalone): data-parallel, "
@@ -61,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="accuracy of a finished run (or ensemble) on validation and test data")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("--tta", choices=("none", "flip", "five-crop", "ten-crop"),
+    p.add_argument("--tta", choices=CHOICES["data.tta"],
                    help="also report accuracies with test-time augmentation (default: the run's data.tta)")
     _add_common(p)
 
