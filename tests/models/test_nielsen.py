@@ -36,6 +36,24 @@ def test_pool_then_activation_equals_activation_then_pool():
         assert torch.equal(torch.nn.functional.max_pool2d(f(x), 2), f(torch.nn.functional.max_pool2d(x, 2)))
 
 
+def test_same_padding_keeps_map_size_and_fits_three_conv_pool_layers():
+    """Zero padding (Deep Learning sec. 9.4): "same" 3x3 layers take 28 -> 14 -> 7 -> 3."""
+    net = NielsenNet(conv=(4, 6, 8), kernel_size=3, padding=1, hidden=(5,), batch_norm=False, dropout=0.0)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.padding for c in convs] == [(1, 1)] * 3
+    assert net.classifier[1].in_features == 8 * 3 * 3
+    x = torch.rand(2, 1, 28, 28)
+    first = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 1, 1)), convs[0].weight, convs[0].bias)
+    assert torch.allclose(convs[0](x), first, atol=1e-6)  # padding = zero-padded "valid" convolution
+    assert net(x).shape == (2, 10)
+    assert "padding=1" in repr(net)
+    with pytest.raises(ConfigError, match="too small"):
+        NielsenNet(conv=(4, 4, 4, 4), kernel_size=3, padding=0)  # 28 -> 13 -> 5 -> 1, then 3x3 is too big
+    assert NielsenNet(conv=(4, 4, 4, 4), kernel_size=3, padding=1)(x).shape == (2, 10)  # 28 -> 14 -> 7 -> 3 -> 1
+    with pytest.raises(ConfigError, match="padding"):
+        NielsenNet(kernel_size=3, padding=3)
+
+
 def test_bad_options():
     with pytest.raises(ConfigError, match="too small"):
         NielsenNet(image_size=8, conv=(20, 40))
