@@ -145,3 +145,14 @@ def test_bundled_configs_load_by_name():
         assert cfg.load(name) == cfg.load(f"{name}.toml")
     with pytest.raises(ConfigError, match="bundled configs: .*mnist-fast"):
         cfg.load("mnist-slow")
+
+
+def test_bundled_configs_build_their_networks():
+    """Every bundled recipe's model options are accepted and give a working MNIST network."""
+    import torch
+
+    from descend import runs
+
+    for name in cfg.bundled():
+        model = runs.build_model(cfg.load(name), (1, 28, 28), 10).eval()
+        assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10), name

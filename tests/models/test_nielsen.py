@@ -54,6 +54,35 @@ def test_same_padding_keeps_map_size_and_fits_three_conv_pool_layers():
         NielsenNet(kernel_size=3, padding=3)
 
 
+def test_convs_per_pool_stacks_convolutions_before_each_pooling():
+    """Each block is conv -> BN -> ReLU -> conv -> BN -> pool -> ReLU, written out with torch.nn.functional."""
+    F = torch.nn.functional
+    torch.manual_seed(0)
+    net = NielsenNet(conv=(3, 5), kernel_size=3, padding=1, convs_per_pool=2, hidden=(7,), dropout=0.0).eval()
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert [c.out_channels for c in convs] == [3, 3, 5, 5] and len(norms) == 4
+    for m in norms:  # non-trivial statistics and affine parameters
+        m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+        m.weight.data.uniform_(0.5, 1.5), m.bias.data.uniform_(-0.5, 0.5)
+
+    def norm(h, m):
+        return F.batch_norm(h, m.running_mean, m.running_var, m.weight, m.bias, training=False, eps=m.eps)
+
+    x = torch.rand(2, 1, 28, 28)
+    h = x
+    for (c1, c2), (n1, n2) in zip(zip(convs[::2], convs[1::2]), zip(norms[::2], norms[1::2])):
+        h = F.relu(norm(F.conv2d(h, c1.weight, padding=1), n1))
+        h = F.relu(F.max_pool2d(norm(F.conv2d(h, c2.weight, padding=1), n2), 2))
+    assert h.shape == (2, 5, 7, 7) and net.classifier[1].in_features == 5 * 7 * 7
+    assert torch.allclose(net.features(x), h, atol=1e-5)
+    assert "convs_per_pool=2" in repr(net)
+    with pytest.raises(ConfigError, match="too small"):
+        NielsenNet(conv=(4, 4), kernel_size=5, convs_per_pool=3)  # 28 -> 24 -> 20 -> 16 -> pool 8 -> 4 -> 0
+    with pytest.raises(ConfigError, match="convs_per_pool"):
+        NielsenNet(convs_per_pool=0)
+
+
 def test_bad_options():
     with pytest.raises(ConfigError, match="too small"):
         NielsenNet(image_size=8, conv=(20, 40))
