@@ -1,6 +1,6 @@
 """Data-parallel scaling of the Trainer (SPEC S6, S7): images/s of Nielsen's final network.
 
-The network is ``NielsenNet()`` as ``descend train`` builds it (conv-pool 20 and 40 maps,
+The network is ``NielsenNet()`` as ``descend train --config nielsen`` builds it (conv-pool 20 and 40 maps,
 two fully connected layers of 1000 ReLU units with dropout 0.5, batch norm; 1.67M
 parameters), on MNIST-shaped random images (speed does not depend on the pixel values),
 trained with SGD + momentum at a global batch of 128. Rows:

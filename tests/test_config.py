@@ -6,11 +6,38 @@ from descend import config as cfg
 from descend.errors import ConfigError
 
 
-def test_defaults_are_nielsens_final_network():
+def test_default_is_the_deeper_chapter_6_network_and_nielsen_config_the_books():
     c = cfg.load()
-    assert c.model["name"] == "nielsen" and c.model["conv"] == [20, 40] and c.model["hidden"] == [1000, 1000]
-    assert c.model["dropout"] == 0.5 and c.model["activation"] == "relu"
+    assert c.model["name"] == "nielsen" and c.model["conv"] == [16, 32, 64] and c.model["hidden"] == [512]
+    assert (c.model["kernel_size"], c.model["padding"], c.model["convs_per_pool"]) == (3, 1, 2)
+    assert c.model["dropout"] == 0.25 and c.model["activation"] == "relu"
     assert c.data.dataset == "mnist" and c.data.split == "nndl"
+    c = cfg.load("nielsen")  # Nielsen's final network, as the book has it (+ batch norm)
+    assert c.model["conv"] == [20, 40] and c.model["hidden"] == [1000, 1000] and c.model["dropout"] == 0.5
+    assert (c.model["kernel_size"], c.model["padding"], c.model["convs_per_pool"]) == (5, 0, 1)
+
+
+def test_a_saved_run_config_is_not_merged_into_the_current_default(tmp_path):
+    """A run saved when the default was Nielsen's network (no kernel_size/padding/convs_per_pool
+    in its [model]) rebuilds that network on resume and evaluate, not today's default."""
+    import torch
+
+    from descend import runs
+
+    path = tmp_path / "config.toml"
+    path.write_text('seed = 3\n[model]\nname = "nielsen"\nconv = [20, 40]\nhidden = [1000, 1000]\n'
+                    'dropout = 0.5\n[train]\nepochs = 12\n')
+    c = cfg.load_saved(path, ["train.epochs=13"])
+    assert c.model == {"name": "nielsen", "conv": [20, 40], "hidden": [1000, 1000], "dropout": 0.5}
+    assert c.seed == 3 and c.train.epochs == 13
+    model = runs.build_model(c, (1, 28, 28), 10)
+    shapes = [tuple(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert shapes == [(20, 1, 5, 5), (40, 20, 5, 5)]
+    merged = cfg.load(path)  # what a config of one's own means: what differs from the default
+    assert merged.model["kernel_size"] == 3 and merged.model["conv"] == [20, 40]
+    c = cfg.load(overrides=["train.epochs=2"])
+    path.write_text(cfg.to_toml(c))
+    assert cfg.load_saved(path) == c
 
 
 def test_toml_round_trip(tmp_path):

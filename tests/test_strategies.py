@@ -18,8 +18,8 @@ from descend.losses import quadratic
 from descend.train.bagging import Bootstrap
 from descend.train.curriculum import ClassBalanced, DeterministicCurriculum, Emphasis, StochasticCurriculum
 
-SMALL = ["data.dataset=digits", "data.augment=none", "model.conv=[4]", "model.hidden=[16]", "model.batch_norm=false",
-         "model.dropout=0.0", "train.epochs=1", "train.batch_size=32", "quiet=true", "device=cpu"]
+SMALL = ["data.dataset=digits", "data.augment=none", "model.conv=[4]", "model.convs_per_pool=1", "model.hidden=[16]",
+         "model.batch_norm=false", "model.dropout=0.0", "train.epochs=1", "train.batch_size=32", "quiet=true", "device=cpu"]
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 12
+    epochs: int = 10
     batch_size: int = 128
     eval_batch_size: int = 1000
     early_stopping: int = 0
@@ -116,8 +116,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     # The defaults here equal configs/default.toml (a test holds them together).
     model: dict[str, Any] = field(default_factory=lambda: {
-        "name": "nielsen", "conv": [20, 40], "hidden": [1000, 1000], "dropout": 0.5, "batch_norm": True,
-        "activation": "relu"})
+        "name": "nielsen", "conv": [16, 32, 64], "convs_per_pool": 2, "kernel_size": 3, "padding": 1,
+        "hidden": [512], "dropout": 0.25, "batch_norm": True, "activation": "relu"})
     optimizer: dict[str, Any] = field(default_factory=lambda: {
         "name": "nesterov-reformulated", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0005})
     schedule: dict[str, Any] = field(default_factory=lambda: {"name": "onecycle"})
@@ -275,6 +275,19 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
             same_class = (isinstance(value, dict) and isinstance(base, dict)
                           and value.get("name", base.get("name")) == base.get("name"))
             values[key] = {**base, **value} if same_class else value
+    for item in overrides:
+        apply_override(values, item)
+    return from_dict(values)
+
+
+def load_saved(path: str | Path, overrides: list[str] = ()) -> Config:
+    """The resolved config a run directory saved (``config.toml``), with ``key=value`` overrides.
+
+    Unlike ``load``, it is not merged into the current default run: a run made when the
+    default was another network rebuilds its own network on resume and evaluate (options
+    its ``[model]`` table leaves out take the model constructor's defaults, as they did).
+    """
+    values = read_toml(path)
     for item in overrides:
         apply_override(values, item)
     return from_dict(values)

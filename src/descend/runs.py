@@ -347,7 +347,7 @@ def read_config(run_dir: Path) -> cfg.Config:
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise CheckpointError(f"{run_dir} is not a descend run directory (no {CONFIG}); pass the folder `descend train` printed")
-    return cfg.load(path)
+    return cfg.load_saved(path)
 
 
 def load_trained(config: cfg.Config, splits: Splits, run_dir: Path) -> Trainer:

@@ -37,7 +37,7 @@ def test_pool_then_activation_equals_activation_then_pool():
 
 
 def test_same_padding_keeps_map_size_and_fits_three_conv_pool_layers():
-    """Zero padding (Deep Learning sec. 9.4): "same" 3x3 layers take 28 -> 14 -> 7 -> 3."""
+    """Zero padding (Deep Learning sec. 9.5, fig. 9.13): "same" 3x3 layers take 28 -> 14 -> 7 -> 3."""
     net = NielsenNet(conv=(4, 6, 8), kernel_size=3, padding=1, hidden=(5,), batch_norm=False, dropout=0.0)
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [c.padding for c in convs] == [(1, 1)] * 3

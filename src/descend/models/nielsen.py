@@ -14,13 +14,13 @@ with batch normalization (Deep Learning sec. 8.7.1) after each convolution and h
 layer, which Nielsen's network does not have; ``batch_norm=False`` removes it.
 Outputs are logits (the softmax lives in the cross-entropy loss).
 
-``padding`` zero-pads each convolution's input (Deep Learning sec. 9.4): 0 is the text's
+``padding`` zero-pads each convolution's input (Deep Learning sec. 9.5, fig. 9.13): 0 is the text's
 "valid" convolution, ``(kernel_size - 1) // 2`` the "same" one that keeps the map's size,
 so more conv-pool layers fit in a 28x28 digit (three 3x3 "same" layers: 28 -> 14 -> 7 -> 3).
 ``convs_per_pool`` stacks that many convolutions (each with its batch norm and activation)
 before every pooling layer: two 3x3 layers see a 5x5 region, as one 5x5 layer does, with
-18/25 of the weights and a nonlinearity between them (Deep Learning sec. 9.3-9.4, the
-trade-off of depth against kernel size; Simonyan & Zisserman 2015).
+18/25 of the weights and a nonlinearity between them (Deep Learning sec. 9.5: zero
+padding frees the kernel width from the depth of the network; Simonyan & Zisserman 2015).
 
 Max-pooling commutes with any increasing activation (max f(x) = f(max x)), so the
 activation is applied after pooling, as in network3, on 4x fewer values.
