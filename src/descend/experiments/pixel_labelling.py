@@ -91,12 +91,12 @@ class LastIteration(nn.Module):
 def every_iteration_step(trainer: Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Batch step: the mean over iterations of each iteration's pixel cross-entropy."""
     net = trainer.model.net
-    trainer.optimizer.zero_grad(set_to_none=True)
-    outputs = net(x)
-    loss = sum(F.cross_entropy(o, y) for o in outputs) / len(outputs)
-    loss.backward()
-    trainer.optimizer.step()
-    return loss
+
+    def every_iteration_loss() -> torch.Tensor:
+        outputs = net(x)
+        return sum(F.cross_entropy(o, y) for o in outputs) / len(outputs)
+
+    return trainer.update(every_iteration_loss)
 
 
 @torch.no_grad()

@@ -253,12 +253,12 @@ class _ForcedStep:
 
     def __call__(self, trainer, x, y):
         p = 1.0 if self.k is None else inverse_sigmoid_decay(trainer.global_step, self.k)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        o, _ = trainer.model(x, y=y, teacher_forcing=p, generator=self.generator)
-        loss = F.cross_entropy(o.transpose(1, 2), y)
-        loss.backward()
-        trainer.optimizer.step()
-        return loss
+
+        def forced_loss():
+            o, _ = trainer.model(x, y=y, teacher_forcing=p, generator=self.generator)
+            return F.cross_entropy(o.transpose(1, 2), y)
+
+        return trainer.update(forced_loss)
 
 
 def part_teacher_forcing(cfg: dict, seed: int) -> list[dict[str, Any]]:

@@ -18,8 +18,12 @@ each held for ``epochs_per_stage`` epochs: early epochs minimize a heavily smoot
 ("well behaved over more of theta space"), the last ones the true cost. Continuation
 "is also closely related to simulated annealing, which adds noise to the parameters".
 
-The parameter-noise step computes the loss in full precision (no autocast) and steps the
-optimizer itself. Use it as the Trainer's ``batch_step``::
+Each minibatch is one update through the Trainer's step (``trainer.update``), so mixed
+precision, clipping and data parallelism apply as to any other training. The perturbed
+parameters theta + sigma eps are passed to the model functionally
+(``torch.func.functional_call``); since d(theta + sigma eps)/d theta = I, the gradient
+with respect to theta of J(theta + sigma eps) is grad J at the perturbed point, and the
+parameters themselves are never moved. Use it as the Trainer's ``batch_step``::
 
     cont = Continuation(ContinuationSchedule.linear(0.05, stages=4, epochs_per_stage=2))
     Trainer(model, opt, data, epochs=10, batch_step=cont).fit()
@@ -106,27 +110,23 @@ class Continuation:
         if self.target == "inputs":
             noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
             return trainer.step(x + sigma * noise, y)
-        if trainer.needs_closure:
-            raise ConfigError("parameter-noise continuation needs a plain first-order optimizer (no closure)")
-        if getattr(trainer, "scaler", None) is not None:
-            raise ConfigError("parameter-noise continuation computes in full precision; use amp = 'none' or 'bf16'")
-        params = [p for p in trainer.model.parameters() if p.requires_grad]
-        trainer.optimizer.zero_grad(set_to_none=True)
-        total = torch.zeros((), device=x.device)
-        for _ in range(self.samples):
-            noise = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in params]
-            torch._foreach_mul_(noise, sigma)
-            with torch.no_grad():
-                torch._foreach_add_(params, noise)  # theta' = theta + sigma eps
-            try:
-                loss = trainer.compute_loss(x, y) / self.samples
-                loss.backward()  # gradients accumulate: the average of grad J(theta')
-            finally:
-                with torch.no_grad():
-                    torch._foreach_sub_(params, noise)  # back to theta
-            total += loss.detach()
-        trainer.optimizer.step()
-        return total
+        model = trainer.model
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        params = [p for p in model.parameters() if p.requires_grad]
+        # Drawn once per minibatch, so that an optimizer re-evaluating the loss (a closure)
+        # sees the same blurred objective at every evaluation.
+        draws = [[torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in params]
+                 for _ in range(self.samples)]
+
+        def blurred_loss() -> Tensor:
+            total = None
+            for noise in draws:
+                moved = dict(zip(names, torch._foreach_add(params, noise, alpha=sigma)))  # theta' = theta + sigma eps
+                loss = trainer.loss_fn(torch.func.functional_call(model, moved, (x,)), y)
+                total = loss if total is None else total + loss
+            return total / self.samples  # the average of J(theta'): its gradient, that of grad J(theta')
+
+        return trainer.update(blurred_loss)
 
     def __repr__(self) -> str:
         return f"Continuation({self.schedule!r}, target={self.target!r}, samples={self.samples})"

@@ -1,4 +1,4 @@
-"""Supervised pretraining, Deep Learning sec. 8.7.4, and auxiliary heads, sec. 8.7.5 (SPEC O13).
+"""Supervised pretraining, Deep Learning sec. 8.7.4, and auxiliary heads, sec. 8.7.5.
 
 "Strategies that involve training simple models on simple tasks before confronting the
 challenge of training the desired model to perform the desired task are collectively
@@ -176,15 +176,15 @@ class HintStep:
 
     def __call__(self, trainer, x: Tensor, y: Tensor) -> Tensor:
         with torch.no_grad():
-            target = self.teacher_hint(x)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        guess = trainer.model(x)
-        if guess.shape != target.shape:
-            raise ShapeError(f"the regressor outputs {tuple(guess.shape)} but the teacher's hint is {tuple(target.shape)}")
-        loss = 0.5 * (guess - target).pow(2).mean()
-        loss.backward()
-        trainer.optimizer.step()
-        return loss
+            target = self.teacher_hint(x).float()
+
+        def hint_loss() -> Tensor:
+            guess = trainer.model(x)
+            if guess.shape != target.shape:
+                raise ShapeError(f"the regressor outputs {tuple(guess.shape)} but the teacher's hint is {tuple(target.shape)}")
+            return 0.5 * (guess.float() - target).pow(2).mean()
+
+        return trainer.update(hint_loss)
 
 
 def default_regressor(student_shape: tuple[int, ...], teacher_shape: tuple[int, ...]) -> nn.Module:

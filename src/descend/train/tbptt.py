@@ -1,4 +1,4 @@
-"""Truncated back-propagation through time, as a ``batch_step`` of the Trainer (SPEC R3).
+"""Truncated back-propagation through time, as a ``batch_step`` of the Trainer (sec. 10.2.2).
 
 Full BPTT costs O(tau) memory and one update per sequence (sec. 10.2). Truncated BPTT
 cuts a long sequence into chunks of ``chunk_length`` steps; for each chunk it runs the
@@ -22,11 +22,12 @@ The targets decide what a chunk's loss is:
   the earlier chunks just advance the state (without building a graph), so the update
   is the gradient through the last ``chunk_length`` steps only.
 
-Each update calls ``trainer.optimizer`` exactly as the Trainer would (``zero_grad``,
-backward, ``step``, or ``step(closure)`` for optimizers with ``needs_closure``), so
-step hooks registered on it, such as ``descend.optim.register_grad_clipping``
-(sec. 10.11.1) and the non-finite guard, act on every chunk. The Trainer's schedule
-and ``global_step`` still count batches, not chunks.
+Each chunk's update is one ``trainer.update(...)``, the Trainer's one step, so mixed
+precision, the gradient scaler, gradient averaging across processes, clipping
+(sec. 10.11.1) and the non-finite guard act on every chunk, and optimizers that
+re-evaluate the loss get a closure. The state-advancing forward passes of
+sequence-to-one chunks run in the Trainer's precision too. The Trainer's schedule and
+``global_step`` still count batches, not chunks.
 
 With ``chunk_length >= T`` this is exactly the Trainer's ordinary step (full BPTT).
 """
@@ -95,39 +96,31 @@ class TruncatedBPTT:
                 total = weighted if total is None else total + weighted
                 counted += length
             else:  # sequence-to-one: only advance the state; no loss lives in this chunk
-                with torch.no_grad():
+                with torch.no_grad(), trainer.autocast():
                     state = _call(forward, chunk, state)[1]
             start += length
         return total / counted
 
     @staticmethod
     def _update(trainer, forward, chunk: Tensor, state, target: Tensor):
-        """One optimizer update on one chunk; returns (loss, state at the chunk's end)."""
-        optimizer = trainer.optimizer
-        if getattr(trainer, "needs_closure", False):
-            first: dict = {}
+        """One update on one chunk through the Trainer's step; returns (loss, state at the chunk's end).
 
-            def closure() -> Tensor:
-                optimizer.zero_grad(set_to_none=True)
-                output, new_state = _call(forward, chunk, state)
-                loss = trainer.loss_fn(output, target)
-                loss.backward()
-                # The state handed to the next chunk is the one computed at the
-                # parameters before the update, as in the non-closure path.
-                first.setdefault("state", new_state)
-                first.setdefault("loss", loss)
-                return loss
+        A closure optimizer may evaluate the chunk several times; the state handed to the
+        next chunk is the one computed at the parameters before the update, as without one.
+        """
+        first: dict = {}
 
-            optimizer.step(closure)
-            if "loss" not in first:
-                raise ConfigError("the optimizer's step(closure) never called the closure")
-            return first["loss"], first["state"]
-        optimizer.zero_grad(set_to_none=True)
-        output, new_state = _call(forward, chunk, state)
-        loss = trainer.loss_fn(output, target)
-        loss.backward()
-        optimizer.step()
-        return loss, new_state
+        def chunk_loss() -> Tensor:
+            output, new_state = _call(forward, chunk, state)
+            loss = trainer.loss_fn(output, target)
+            first.setdefault("state", new_state)
+            first.setdefault("loss", loss)
+            return loss
+
+        trainer.update(chunk_loss)
+        if "loss" not in first:
+            raise ConfigError("the optimizer's step(closure) never called the closure")
+        return first["loss"], first["state"]
 
 
 def _call(forward, chunk: Tensor, state):

@@ -7,15 +7,19 @@ checkpoints that resume bit-identically on CPU, and a NaN/inf guard.
 
 Every other way of training in descend plugs into this loop instead of writing its
 own: strategies are callbacks (early stopping, averaging, curricula), samplers decide
-the order of examples, ``batch_step`` replaces the per-batch work (truncated BPTT),
-and optimizers that re-evaluate the loss receive a closure (``needs_closure = True``).
+the order of examples, ``batch_step`` replaces the per-batch work (truncated BPTT,
+continuation, hints), and optimizers that re-evaluate the loss receive a closure
+(``needs_closure = True``). Whatever the plugin, every parameter update goes through
+:meth:`Trainer.update`, which owns precision (autocast, the fp16 gradient scaler),
+back-propagation, gradient averaging across processes, clipping, the non-finite guard
+and the optimizer step: a plugin only says what loss to descend.
 
 Reproducibility: the example order and the augmentation of epoch ``e`` are drawn from
 generators seeded by ``(seed, e)``, so they need no saved state; dropout uses the
 global torch RNG, whose state is checkpointed. Resuming from the checkpoint of epoch
 ``e`` therefore gives the same losses, bit for bit on CPU, as never stopping.
 
-Scale-out and devices (SPEC S6, S7): in a ``torch.distributed`` process group (torchrun)
+Scale-out and devices: in a ``torch.distributed`` process group (torchrun)
 the same loop trains data-parallel; the pieces it calls live in
 :mod:`descend.train.distributed` (sharding of each global batch, DDP, sharded evaluation,
 rank-0-only writing). ``amp`` runs the training forward pass under autocast (bf16, or
@@ -25,7 +29,9 @@ channels-last, and batches reach a CUDA device through pinned memory.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import sys
 import time
@@ -41,6 +47,8 @@ from descend.errors import CheckpointError, ConfigError, Diverged, ShapeError
 from descend.io import append_line
 from descend.train import distributed
 from descend.train.checkpoint import load_state, save_state, save_weights
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.jsonl"
@@ -85,7 +93,8 @@ class Trainer:
             for the epoch (curricula, emphasis); default a uniform random permutation.
         shuffle: with no sampler, shuffle each epoch (else the data set's order).
         drop_last: skip a final partial batch (network3 does).
-        batch_step: ``batch_step(trainer, x, y) -> loss`` replacing forward/backward/step.
+        batch_step: ``batch_step(trainer, x, y) -> loss`` replacing the per-batch work; it
+            makes its updates with ``trainer.update(loss_fn)`` (one or more per batch).
         quiet: no progress bar and no per-epoch line.
         device: where the model and batches live.
         evaluate_test: also evaluate on the test set each epoch.
@@ -95,6 +104,11 @@ class Trainer:
             closure optimizers). Evaluation stays in full precision.
         channels_last: channels-last memory format for the model and 4-D batches (faster
             convolutions on GPUs, above all with ``amp``).
+        clip_norm: clip the gradients to this global L2 norm before every step (sec. 8.2.4,
+            10.11.1); 0: no clipping.
+        nonfinite: ``"raise"``, ``"skip"`` or ``"off"``: before every step, a NaN/inf gradient
+            raises :class:`~descend.errors.Diverged` or skips the step (sec. 8.2.5), or is
+            not checked (a non-finite *loss* always stops training).
         sync_batchnorm: under data parallelism, normalize with the statistics of the global
             batch instead of each rank's (see :mod:`descend.train.distributed`).
         data_parallel: ``None`` trains data-parallel when a process group is initialized;
@@ -134,6 +148,8 @@ class Trainer:
         checkpoint: bool = True,
         amp: str = "none",
         channels_last: bool = False,
+        clip_norm: float = 0.0,
+        nonfinite: str = "off",
         sync_batchnorm: bool = False,
         data_parallel: bool | None = None,
     ) -> None:
@@ -173,7 +189,7 @@ class Trainer:
         self.checkpoint = checkpoint
         self.needs_closure = bool(getattr(optimizer, "needs_closure", False))
 
-        # Devices and precision (SPEC S7).
+        # Devices and precision.
         if amp not in ("none", "bf16", "fp16"):
             raise ConfigError(f"amp must be 'none', 'bf16' or 'fp16', got {amp!r}")
         if amp == "fp16" and self.needs_closure:
@@ -186,7 +202,7 @@ class Trainer:
         self.channels_last = channels_last
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        # Data parallelism (SPEC S6): one process of a torch.distributed group, if there is one.
+        # Data parallelism: one process of a torch.distributed group, if there is one.
         self.rank, self.world_size = distributed.world() if data_parallel is not False else (0, 1)
         # Exact-curvature optimizers (Newton, saddle-free Newton) differentiate the gradient
         # again: keep its graph. Not under DDP, which averages only the first backward pass.
@@ -202,6 +218,21 @@ class Trainer:
                 if sync_batchnorm:
                     self.model = distributed.convert_sync_batchnorm(self.model, self.device)
                 self._gradient_hook = distributed.register_gradient_averaging(optimizer)
+        # Step pre-hooks run in this order: averaged gradients are clipped, then checked.
+        if clip_norm < 0 or not math.isfinite(clip_norm):
+            raise ConfigError(f"clip_norm must be a finite number >= 0 (0: no clipping), got {clip_norm}")
+        if nonfinite not in ("off", "skip", "raise"):
+            raise ConfigError(f"nonfinite must be 'off', 'skip' or 'raise', got {nonfinite!r}")
+        self.clip_norm, self.nonfinite = clip_norm, nonfinite
+        self.skipped_steps = 0
+        if clip_norm > 0:
+            from descend.optim.clipping import register_grad_clipping
+
+            register_grad_clipping(optimizer, max_norm=clip_norm)
+        if nonfinite != "off":
+            from descend.optim.clipping import register_nonfinite_guard
+
+            register_nonfinite_guard(optimizer, nonfinite, names=self.model, on_skip=self._skipped)
 
         self.epoch = 0  # epochs completed
         self.global_step = 0  # optimizer steps taken
@@ -312,27 +343,49 @@ class Trainer:
         }
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One minibatch update (Algorithm 8.1): gradient of the batch loss, optimizer step.
+        """One minibatch update (Algorithm 8.1): the gradient of the batch loss, then a step."""
+        return self.update(lambda: self.compute_loss(x, y))
 
-        Under data parallelism DDP averages the gradient over ranks, and a closure returns
-        the loss all-reduced over ranks, so that the line searches of full-batch methods
-        make the same decisions on every rank.
+    def update(self, loss_fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The one optimizer update of descend: every way of training goes through here.
+
+        ``loss_fn()`` computes the loss to descend (a forward pass of the current batch, or of
+        a chunk of it: truncated BPTT calls this once per chunk). Around it the Trainer runs,
+        in this order: zero the gradients; ``loss_fn`` under autocast (``amp``); weight the
+        loss by this rank's share of the global batch (data parallelism); scale it for fp16
+        (gradient scaler); back-propagate (with ``create_graph`` for exact-curvature
+        optimizers); then the optimizer step, whose pre-hooks average the gradients over
+        ranks (for plugins that run the bare model), clip them (``clip_norm``) and guard
+        against non-finite values (``nonfinite``), and whose scaler skips steps whose fp16
+        gradients overflowed. Optimizers that re-evaluate the loss (``needs_closure``) get
+        all of this as their closure. Returns the loss (for a closure optimizer: the loss
+        its step reports).
+
+        Under data parallelism a closure returns the loss all-reduced over ranks, so that
+        the line searches of full-batch methods make the same decisions on every rank.
         """
         if self.needs_closure:
+            evaluated: list[torch.Tensor] = []
 
             def closure() -> torch.Tensor:
                 self.optimizer.zero_grad(set_to_none=True)
-                loss = self._forward_loss(x, y)
+                loss = self._forward(loss_fn)
                 self._backward(loss)
+                evaluated.append(loss.detach())
                 return loss
 
-            if self.world_size > 1:
+            if self.world_size > 1 and self.batch_step is None:  # DDP averages the gradient itself
                 closure = distributed.all_reduce_closure(closure, None, self._loss_weight / self.world_size)
-            return self.optimizer.step(closure)
+            loss = self.optimizer.step(closure)
+            if torch.is_tensor(loss):
+                return loss
+            if not evaluated:
+                raise ConfigError(f"{type(self.optimizer).__name__}.step(closure) never called the closure")
+            return evaluated[0]
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self._forward_loss(x, y)
+        loss = self._forward(loss_fn)
         self._backward(loss)
-        if self.scaler is not None:  # unscales, skips the step on inf/NaN gradients
+        if self.scaler is not None:  # unscales (so the hooks see true gradients), skips inf/NaN steps
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
@@ -346,12 +399,20 @@ class Trainer:
         """
         return self.loss_fn(self.forward_model(x), y)
 
-    def _forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def autocast(self):
+        """The precision context of the training forward pass (``amp``): a plugin's forward
+        computations outside :meth:`update` (truncated BPTT advancing its state) run in it too."""
         if self.amp == "none":
-            return self.compute_loss(x, y)
+            return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
-        with torch.autocast(self.device.type, dtype=dtype):
-            return self.compute_loss(x, y)
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _forward(self, loss_fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+        with self.autocast():
+            loss = loss_fn()
+        if not torch.is_tensor(loss) or loss.numel() != 1:
+            raise ConfigError("the loss of a training step must be a scalar tensor")
+        return loss
 
     def _backward(self, loss: torch.Tensor) -> None:
         if self._loss_weight != 1.0:  # an uneven piece of the global batch
@@ -363,7 +424,7 @@ class Trainer:
             return
         with warnings.catch_warnings():
             # The gradient<->parameter cycle torch warns about is broken by the zero_grad
-            # (set_to_none) that starts every closure.
+            # (set_to_none) that starts every update.
             warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
             loss.backward(create_graph=True)
 
@@ -519,6 +580,10 @@ class Trainer:
         self.load_state_dict(load_state(path))
 
     # ------------------------------------------------------------ plumbing
+    def _skipped(self, names: list[str]) -> None:
+        self.skipped_steps += 1
+        logger.warning("skipped a step with non-finite gradients in %s (step %d)", ", ".join(names[:3]), self.global_step + 1)
+
     def _call(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
             fn = getattr(cb, hook, None)
