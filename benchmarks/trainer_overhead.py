@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from descend import bench, runs
+from descend import bench, build
 from descend.io import atomic_write_json
 from descend.models import NielsenNet
 
@@ -52,7 +52,7 @@ def main() -> None:
 
     # bf16 autocast (train.amp = "auto" on a CPU with AVX512-BF16 or AMX): the same loops,
     # channels-last, forward pass under torch.autocast; the speed-up is over float32.
-    if runs.native_bf16(torch.device("cpu")):
+    if build.native_bf16(torch.device("cpu")):
         print("\nbf16 autocast vs float32 (channels-last; Trainer and hand-written loop both under autocast):")
         print("batch | float32 img/s | bf16 img/s | speed-up | bf16 Trainer / hand-written (pair range)")
         print("---:|---:|---:|---:|---")

@@ -102,11 +102,11 @@ def test_ensemble_of_two_reports_members_and_combination(tmp_path):
 
     # test-time augmentation of an ensemble: each member's softmax averaged over x and its
     # mirror image, then averaged over the members (oracle: the same by hand)
-    from descend import runs
+    from descend import build, runs
 
     tta = runs.evaluate(run, tta="flip")
     config = runs.read_config(run)
-    splits = runs.load_data(config)
+    splits = build.load_data(config)
     x, y = splits.test.x, splits.test.y
     probs = []
     for member in ("member-1", "member-2"):
@@ -137,7 +137,7 @@ def test_nproc_trains_ensemble_members_in_parallel_processes(tmp_path):
     from safetensors.torch import load_file
 
     from descend import config as cfg
-    from descend import runs
+    from descend import build
 
     run = tmp_path / "ens"
     r = descend("train", *SMALL_DIGITS, "--epochs", "1", "--ensemble", "2", "--nproc", "2", "--run-dir", run,
@@ -146,9 +146,9 @@ def test_nproc_trains_ensemble_members_in_parallel_processes(tmp_path):
     results = json.loads((run / "results.json").read_text())
     assert [m["member"] for m in results["members"]] == ["member-1", "member-2"]
     config = cfg.load(run / "config.toml")
-    splits = runs.load_data(config)
+    splits = build.load_data(config)
     for i in (1, 2):
-        trainer = runs.build_trainer(config, splits, None, config.seed + i - 1, data_parallel=False)
+        trainer = build.build_trainer(config, splits, None, config.seed + i - 1, data_parallel=False)
         trainer.fit()
         weights = load_file(str(run / f"member-{i}" / "model.safetensors"))
         for key, value in trainer.model.state_dict().items():

@@ -22,7 +22,7 @@ def test_a_saved_run_config_is_not_merged_into_the_current_default(tmp_path):
     in its [model]) rebuilds that network on resume and evaluate, not today's default."""
     import torch
 
-    from descend import runs
+    from descend import build
 
     path = tmp_path / "config.toml"
     path.write_text('seed = 3\n[model]\nname = "nielsen"\nconv = [20, 40]\nhidden = [1000, 1000]\n'
@@ -30,7 +30,7 @@ def test_a_saved_run_config_is_not_merged_into_the_current_default(tmp_path):
     c = cfg.load_saved(path, ["train.epochs=13"])
     assert c.model == {"name": "nielsen", "conv": [20, 40], "hidden": [1000, 1000], "dropout": 0.5}
     assert c.seed == 3 and c.train.epochs == 13
-    model = runs.build_model(c, (1, 28, 28), 10)
+    model = build.build_model(c, (1, 28, 28), 10)
     shapes = [tuple(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert shapes == [(20, 1, 5, 5), (40, 20, 5, 5)]
     merged = cfg.load(path)  # what a config of one's own means: what differs from the default
@@ -127,19 +127,19 @@ def test_bad_device_and_precision_values(override, fragment):
 
 
 def test_augmentation_options_reach_the_transforms():
-    from descend import strategies
+    from descend import build
     from descend.data.transforms import AffineElastic, ElasticDistortion, RandomAffine
 
     c = cfg.load(overrides=["data.augment=affine", "data.affine_rotation=15", "data.affine_scale=0.2",
                             "data.affine_shear=5", "data.max_shift=3"])
-    aug = strategies.build_augment(c, None)
+    aug = build.build_augment(c, None)
     assert isinstance(aug, RandomAffine)
     assert (aug.degrees, aug.scale, aug.shear, aug.translate) == (15.0, 0.2, 5.0, 3.0)
     c = cfg.load(overrides=["data.augment=elastic", "data.elastic_alpha=20", "data.elastic_sigma=3"])
-    aug = strategies.build_augment(c, None)
+    aug = build.build_augment(c, None)
     assert isinstance(aug, ElasticDistortion) and (aug.alpha, aug.sigma) == (20.0, 3.0)
     c = cfg.load(overrides=["data.augment=affine+elastic", "data.affine_rotation=15", "data.elastic_sigma=6"])
-    aug = strategies.build_augment(c, None)
+    aug = build.build_augment(c, None)
     assert isinstance(aug, AffineElastic) and (aug.affine.degrees, aug.elastic.sigma) == (15.0, 6.0)
     with pytest.raises(ConfigError, match="affine_scale"):
         cfg.load(overrides=["data.affine_scale=1.5"])
@@ -178,8 +178,8 @@ def test_bundled_configs_build_their_networks():
     """Every bundled recipe's model options are accepted and give a working MNIST network."""
     import torch
 
-    from descend import runs
+    from descend import build
 
     for name in cfg.bundled():
-        model = runs.build_model(cfg.load(name), (1, 28, 28), 10).eval()
+        model = build.build_model(cfg.load(name), (1, 28, 28), 10).eval()
         assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10), name

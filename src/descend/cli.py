@@ -1,4 +1,4 @@
-"""The ``descend`` command (SPEC S1, S2, S8).
+"""The ``descend`` command.
 
     descend train [--config run.toml] [--set key=value ...] [--resume RUN_DIR] ...
     descend train --nproc N ...           (data-parallel on N processes, via torchrun)
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from descend import __version__
 from descend.config import CHOICES
-from descend.errors import ConfigError, DescendError, DistributedError
+from descend.errors import ConfigError, DescendError, DistributedError, Interrupted
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -132,7 +132,7 @@ def _experiment(argv: list[str]) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from descend import config as cfg
-    from descend import runs
+    from descend import build, runs
     from descend.train import distributed
 
     overrides = list(args.overrides)
@@ -166,7 +166,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.nproc > 1:
             if run_dir is None and not args.resume and not config.run_dir:
                 run_dir = runs.default_run_dir()  # chosen once, for all processes
-            device = runs.resolve_device(config.device)
+            device = build.resolve_device(config.device)
             if device.type == "cuda" and config.train.ensemble == 1:
                 import torch
 
@@ -274,14 +274,14 @@ def _predict(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from descend import bench
     from descend import config as cfg
-    from descend import runs
+    from descend import build
     from descend.io import atomic_write_json
 
     if min(args.batch_sizes) < 1 or args.images < 1 or args.repeats < 1:
         raise ConfigError("--batch-sizes, --images and --repeats must be positive")
     config = cfg.load(args.config, args.overrides)
     shape = (1, 28, 28)
-    result = bench.run(lambda: runs.build_model(config, shape, 10), shape, args.batch_sizes, args.images, args.repeats)
+    result = bench.run(lambda: build.build_model(config, shape, 10), shape, args.batch_sizes, args.images, args.repeats)
     print(bench.table(result))
     if args.json:
         atomic_write_json(args.json, result)
@@ -301,11 +301,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "bench": _bench}
         return commands[args.command](args)
+    except Interrupted as exc:
+        print(f"descend: {exc}", file=sys.stderr)
+        return exc.exit_code
     except DescendError as exc:
         print(f"descend: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("descend: interrupted; a finished epoch's checkpoint is kept (descend train --resume RUN_DIR)", file=sys.stderr)
+        print("descend: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (``descend experiment --list | head``)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit

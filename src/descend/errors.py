@@ -52,6 +52,14 @@ class DistributedError(DescendError):
     """A distributed run failed: a rank died, timed out, or the process group is misconfigured."""
 
 
+class Interrupted(DescendError):
+    """Training was stopped by a signal (Ctrl-C: SIGINT, or SIGTERM); ``exit_code`` is 130 or 143."""
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 __all__ = [
     "DescendError",
     "ConfigError",
@@ -63,4 +71,5 @@ __all__ = [
     "CheckpointError",
     "OptimizationError",
     "DistributedError",
+    "Interrupted",
 ]

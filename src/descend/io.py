@@ -70,3 +70,14 @@ def append_line(path: str | os.PathLike, line: str) -> None:
         f.write(line.rstrip("\n") + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of atomic writes in ``folder`` that a kill interrupted
+    (``.NAME.*.tmp``); returns their paths. Call it only while no write is in progress there."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed

@@ -1,7 +1,7 @@
-"""From a config to a finished run directory: what ``descend train`` and ``evaluate`` do.
+"""The life of a run directory: what ``descend train``, ``evaluate`` and ``predict`` do with it.
 
-``build(config)`` makes the data, model, optimizer, schedule and Trainer that a config
-describes; ``train(config)`` runs it (or an ensemble of such runs) and leaves in the
+:mod:`descend.build` makes the data, model, optimizer, schedule and Trainer that a config
+describes; ``train(config)`` runs them (or an ensemble of such runs) and leaves in the
 run directory:
 
     config.toml                the resolved config (resume and evaluate read it)
@@ -23,192 +23,33 @@ each alone. Only rank 0 writes into the run directory.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import inspect
 import json
+import os
+import shutil
+import signal
+import socket
+import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from descend import build
 from descend import config as cfg
-from descend import strategies
-from descend.data import Splits, expand_mnist, load_dataset, tta_predict
-from descend.errors import CheckpointError, ConfigError
+from descend.data import Splits, tta_predict
+from descend.errors import CheckpointError, ConfigError, DescendError, Diverged, Interrupted
 from descend.io import atomic_write_json, atomic_write_text
-from descend.train import AveragedEvaluation, EarlyStopping, Trainer, distributed, load_weights
+from descend.nn.capabilities import image_convolutions
+from descend.train import Trainer, distributed, load_weights
 from descend.train.ensemble import combine
 from descend.train.trainer import CHECKPOINT, WEIGHTS
 
 CONFIG = "config.toml"
 META = "data.json"
 RESULTS = "results.json"
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; anything else must be available."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device = {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device = {name!r} but no CUDA GPU is available; use device = \"cpu\" or \"auto\"")
-    return device
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes in bfloat16 in hardware: a CUDA GPU that supports it, or a
-    CPU whose oneDNN has bf16 instructions (AVX512-BF16 or AMX). Elsewhere bf16 is emulated
-    and slower than float32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):  # a build without oneDNN's bf16 query
-            return False
-    return False
-
-
-def resolve_amp(name: str, device: torch.device) -> str:
-    """``train.amp``: ``auto`` -> bf16 where the device has it in hardware, else none."""
-    if name == "auto":
-        return "bf16" if native_bf16(device) else "none"
-    return name
-
-
-def load_data(config: cfg.Config) -> Splits:
-    d = config.data
-    splits = load_dataset(
-        d.dataset,
-        split=d.split,
-        data_dir=d.data_dir or None,
-        path=d.path or None,
-        limit=d.limit or None,
-        eval_limit=d.eval_limit or None,
-    )
-    if d.expand:
-        splits = dataclasses.replace(splits, train=expand_mnist(splits.train, seed=config.seed))
-    return splits
-
-
-def _options(config_table: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config_table.items() if k != "name"}
-
-
-def _call(kind: str, target: Any, *args: Any, **kwargs: Any) -> Any:
-    """Construct a component, turning its validation errors into ConfigErrors that name it."""
-    try:
-        return target(*args, **kwargs)
-    except ConfigError as exc:
-        raise ConfigError(f"[{kind}] {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"[{kind}] invalid options: {exc}") from None
-
-
-def build_model(config: cfg.Config, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
-    from descend.models import MODELS
-
-    cls = MODELS[config.model["name"]]
-    options = _options(config.model)
-    accepted = inspect.signature(cls.__init__).parameters
-    automatic = {"in_channels": input_shape[0], "image_size": input_shape[-1], "num_classes": num_classes}
-    options.update({k: v for k, v in automatic.items() if k in accepted})
-    return strategies.wrap_model(config, _call("model", cls, **options), input_shape)
-
-
-def build_optimizer(config: cfg.Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    from descend.optim import OPTIMIZERS
-
-    params = strategies.optimizer_params(config, model)
-    return _call("optimizer", OPTIMIZERS[config.optimizer["name"]], params, **_options(config.optimizer))
-
-
-def build_scheduler(config: cfg.Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
-    from descend.optim import SCHEDULES
-
-    total = max(1, steps_per_epoch * config.train.epochs)
-    return _call(
-        "schedule",
-        SCHEDULES[config.schedule["name"]],
-        optimizer,
-        total_steps=total,
-        steps_per_epoch=steps_per_epoch,
-        **_options(config.schedule),
-    )
-
-
-def build_trainer(config: cfg.Config, splits: Splits, run_dir: Path | None, seed: int,
-                  data_parallel: bool | None = None) -> Trainer:
-    """Model, optimizer, schedule, callbacks and Trainer for one network of the config.
-
-    ``data_parallel``: None trains data-parallel if a process group is initialized,
-    False trains in this process alone.
-    """
-    torch.manual_seed(seed)  # the model's initial weights
-    device = distributed.local_device(resolve_device(config.device))
-    model = build_model(config, splits.input_shape, splits.num_classes)
-    strategies.prepare_model(config, model, splits)  # preprocessing fitted on training data; [init]
-    optimizer = build_optimizer(config, model)
-    t = config.train
-    steps_per_epoch = -(-len(splits.train) // t.batch_size)
-    scheduler = build_scheduler(config, optimizer, steps_per_epoch)
-
-    callbacks: list[Any] = []
-    if t.average != "none":
-        from descend.optim import PolyakAverage
-
-        averager = PolyakAverage(model, mode=t.average, decay=t.ema_decay, include_buffers=True)
-        callbacks.append(AveragedEvaluation(averager))
-    if t.early_stopping:
-        if splits.val is None and t.monitor.startswith("val"):
-            raise ConfigError("train.early_stopping needs a validation set; use data.split = \"nndl\"")
-        callbacks.append(EarlyStopping(monitor=t.monitor, patience=t.early_stopping))
-    if t.clip_norm > 0:
-        from descend.optim import register_grad_clipping
-
-        register_grad_clipping(optimizer, max_norm=t.clip_norm)
-
-    batch_step = None
-    if t.tbptt:
-        from descend.train.tbptt import TruncatedBPTT
-
-        batch_step = TruncatedBPTT(t.tbptt)
-    augment = strategies.build_augment(config, splits)
-    sampler, sampler_callbacks = strategies.build_sampler(config, splits, seed)
-    callbacks += sampler_callbacks
-    # Channels-last pays off for convolutions on GPUs (tensor cores) and on CPUs too, where
-    # oneDNN's NHWC kernels train Nielsen's network ~1.3x faster (benchmarks/trainer_overhead.py).
-    has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-    channels_last = t.channels_last == "on" or (t.channels_last == "auto" and has_conv)
-    return Trainer(
-        model,
-        optimizer,
-        splits,
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        eval_batch_size=t.eval_batch_size,
-        scheduler=scheduler,
-        callbacks=callbacks,
-        run_dir=run_dir,
-        seed=seed,
-        augment=augment,
-        sampler=sampler,
-        batch_step=batch_step,
-        loss=strategies.build_loss(config),
-        quiet=config.quiet,
-        device=device,
-        evaluate_test=t.evaluate_test,
-        checkpoint=t.checkpoint,
-        amp=resolve_amp(t.amp, device),
-        channels_last=channels_last,
-        sync_batchnorm=t.sync_batchnorm,
-        data_parallel=data_parallel,
-    )
 
 
 def default_run_dir() -> Path:
@@ -225,11 +66,11 @@ def _write_pictures(trainer: Trainer, splits: Splits, run_dir: Path) -> None:
     from descend import plots
 
     plots.learning_curves(trainer.history, run_dir / "learning_curves.png")
-    first_conv = next((m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d)), None)
-    if first_conv is not None:
+    convolutions = image_convolutions(trainer.model)
+    if convolutions:
         from descend.viz import save_filters
 
-        save_filters(first_conv, run_dir / "filters.png", title="first-layer filters")
+        save_filters(convolutions[0], run_dir / "filters.png", title="first-layer filters")
     if splits.test is not None and len(splits.test) and splits.test.x.ndim == 4:
         predictions = trainer.predict(splits.test.x).argmax(1)
         plots.misclassified(splits.test.x, splits.test.y, predictions, run_dir / "misclassified.png", splits.classes)
@@ -246,7 +87,7 @@ def train_one(config: cfg.Config, splits: Splits, run_dir: Path, seed: int, resu
     writer = data_parallel is False or distributed.is_rank0()
     if writer:
         run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = build_trainer(config, splits, run_dir, seed, data_parallel=data_parallel)
+    trainer = build.build_trainer(config, splits, run_dir, seed, data_parallel=data_parallel)
     found = (run_dir / CHECKPOINT).exists() if resume else False
     if resume and trainer.world_size > 1:  # every rank reads the checkpoint rank 0 wrote
         seen_by = int(distributed.all_reduce_sum(torch.tensor([float(found)])))
@@ -274,13 +115,99 @@ def train_one(config: cfg.Config, splits: Splits, run_dir: Path, seed: int, resu
         if pair is not None and len(pair) and (name == "val" or config.train.evaluate_test):
             r = trainer.evaluate(pair)
             results[f"{name}_accuracy"], results[f"{name}_loss"] = r["accuracy"], r["loss"]
-    results.update(strategies.tta_results(config, trainer.model, splits))
+    results.update(build.tta_results(config, trainer.model, splits))
     results["last_epoch"] = final
     if writer:
         atomic_write_json(run_dir / RESULTS, results)
         if pictures:
             _write_pictures(trainer, splits, run_dir)
     return results
+
+
+class RunLock:
+    """The run directory's lock, held for the life of a run: two runs never share a directory.
+
+    ``fcntl.flock`` on ``RUN_DIR/.lock``, which records the holder's PID and host; the kernel
+    releases it when the process ends, however it ends, so a killed run leaves no stale lock.
+    A second ``descend train`` into the directory, or a ``--resume`` of a run that is still
+    training, is refused with a ConfigError naming the holder. Under torchrun rank 0 takes
+    it for all the run's processes (its data-parallel ranks and ``--nproc`` ensemble members)
+    and tells them the outcome. If the run created the directory and fails before training
+    starts (:meth:`started`), the directory is removed again. Where ``fcntl`` does not exist
+    (Windows) runs are not locked.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: Path, resume: bool) -> None:
+        self.run_dir, self.resume = Path(run_dir), resume
+        self.fd: int | None = None
+        self.created = False
+        self._started = False
+
+    def __enter__(self) -> "RunLock":
+        rank, size = distributed.world()
+        error: DescendError | None = None
+        if rank == 0:
+            try:
+                self._acquire()
+            except DescendError as exc:
+                error = exc
+        if size > 1:  # every process learns rank 0's outcome
+            message = distributed.broadcast_string(str(error) if error is not None else "")
+            if message and error is None:
+                raise ConfigError(message)
+        if error is not None:
+            raise error
+        return self
+
+    def _acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            self.created = not self.run_dir.exists()
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            return
+        self.created = not self.run_dir.exists()
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.run_dir / self.NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the run directory {self.run_dir} ({exc.strerror}); "
+                              "choose a run directory you can write to") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigError(f"{self.run_dir} is in use by a run that is still training ({holder}); wait for it "
+                              "to finish, or choose another run directory") from None
+        self.fd = fd
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        # Checked again under the lock: a run that started at the same moment may have won it.
+        if not self.resume and (self.run_dir / CONFIG).exists():
+            self._release()
+            raise ConfigError(f"{self.run_dir} already holds a run; choose another run_dir or use "
+                              f"--resume {self.run_dir}")
+        if self.resume and not (self.run_dir / CONFIG).exists():
+            self._release()
+            raise CheckpointError(f"{self.run_dir} holds no run to resume (no {CONFIG})")
+
+    def started(self) -> None:
+        """Training has begun: from now on the directory is the run's, whatever happens."""
+        self._started = True
+
+    def _release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+
+    def __exit__(self, kind, exc, tb) -> None:
+        failed_start = kind is not None and not self._started
+        if failed_start and self.created and self.fd is not None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        self._release()
 
 
 def train(config: cfg.Config, run_dir: Path | None = None, resume: bool = False) -> tuple[Path, dict[str, Any]]:
@@ -290,34 +217,88 @@ def train(config: cfg.Config, run_dir: Path | None = None, resume: bool = False)
     processes only wait for each other; NCCL for data-parallel CUDA runs) and leaves it
     at the end. Ranks other than 0 return the results of the network they helped to
     train, or ``{}`` for an ensemble.
+
+    Ctrl-C (SIGINT) and SIGTERM end the run with :class:`~descend.errors.Interrupted`
+    (exit status 130 / 143), whose message says what the run directory holds; so does a
+    diverging loss (:class:`~descend.errors.Diverged`).
     """
-    device = distributed.local_device(resolve_device(config.device))
+    device = distributed.local_device(build.resolve_device(config.device))
     joined = distributed.init_from_env(device, timeout=config.train.dist_timeout,
                                        backend="gloo" if config.train.ensemble > 1 else None)
     try:
-        return _train(config, run_dir, resume)
+        if not (run_dir or config.run_dir):
+            run_dir = Path(distributed.broadcast_string(str(default_run_dir())))  # one folder for every rank
+        run_dir = Path(run_dir or config.run_dir)
+        try:
+            with _sigterm_interrupts():
+                return _train(config, run_dir, resume)
+        except KeyboardInterrupt as exc:
+            code, name = (143, "SIGTERM") if isinstance(exc, Terminated) else (130, "Ctrl-C")
+            raise Interrupted(f"interrupted by {name}; {checkpoint_status(run_dir)}", code) from None
+        except Diverged as exc:
+            raise Diverged(f"{exc}; {checkpoint_status(run_dir)}") from None
     finally:
         if joined:
             distributed.teardown()
 
 
-def _train(config: cfg.Config, run_dir: Path | None, resume: bool) -> tuple[Path, dict[str, Any]]:
-    rank, processes = distributed.world()
-    if not (run_dir or config.run_dir):
-        run_dir = Path(distributed.broadcast_string(str(default_run_dir())))  # one folder for every rank
-    run_dir = Path(run_dir or config.run_dir)
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process was, like Ctrl-C's KeyboardInterrupt."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """While training, SIGTERM (a scheduler's or ``kill``'s stop) interrupts like Ctrl-C, so the
+    run ends with a message instead of silently; the previous handler comes back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def checkpoint_status(run_dir: Path) -> str:
+    """What ``run_dir`` holds after a run stopped early, in words that are true of it."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).is_file():
+        return "nothing was written (the run had not started)"
+    checkpoints = sorted(run_dir.rglob(CHECKPOINT))
+    if not checkpoints:
+        return (f"no epoch had finished, so {run_dir} holds no checkpoint; `descend train --resume {run_dir}` "
+                "starts the run again from its beginning")
+    where = checkpoints[0] if len(checkpoints) == 1 else f"{len(checkpoints)} member checkpoints under {run_dir}"
+    return f"the last finished epoch's checkpoint is kept ({where}); continue with `descend train --resume {run_dir}`"
+
+
+def _train(config: cfg.Config, run_dir: Path, resume: bool) -> tuple[Path, dict[str, Any]]:
+    rank = distributed.world()[0]
     if not resume and (run_dir / CONFIG).exists():
         raise ConfigError(f"{run_dir} already holds a run; choose another run_dir or use --resume {run_dir}")
     # Everything that can be wrong with the config or the data fails here, before the run
-    # directory is created: a failed start leaves nothing behind.
-    splits = load_data(config)
-    build_trainer(config, splits, None, config.seed, data_parallel=False)
-    distributed.barrier()  # every rank has looked at run_dir before rank 0 writes there
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / CONFIG, cfg.to_toml(config))
-        atomic_write_json(run_dir / META, {"input_shape": list(splits.input_shape), "classes": list(splits.classes),
-                                           "num_classes": splits.num_classes})
+    # directory is created: the data are loaded and validated, and a throwaway network takes
+    # one step on the first batch (the model takes the data, its layers run under amp, the
+    # loss is finite). A failed start leaves nothing behind.
+    splits = build.load_data(config)
+    build.build_trainer(dataclasses.replace(config, quiet=True), splits, None, config.seed,
+                        data_parallel=False).try_first_batch()
+    with RunLock(run_dir, resume) as lock:
+        if rank == 0 and not resume:
+            atomic_write_text(run_dir / CONFIG, cfg.to_toml(config))
+            atomic_write_json(run_dir / META, {"input_shape": list(splits.input_shape),
+                                               "classes": list(splits.classes), "num_classes": splits.num_classes})
+        lock.started()
+        return _train_locked(config, splits, run_dir, resume)
+
+
+def _train_locked(config: cfg.Config, splits: Splits, run_dir: Path, resume: bool) -> tuple[Path, dict[str, Any]]:
+    rank, processes = distributed.world()
     members = config.train.ensemble
     if members == 1:
         return run_dir, train_one(config, splits, run_dir, config.seed, resume)
@@ -352,7 +333,7 @@ def read_config(run_dir: Path) -> cfg.Config:
 
 def load_trained(config: cfg.Config, splits: Splits, run_dir: Path) -> Trainer:
     """A Trainer holding the final weights of the run in ``run_dir`` (for evaluation)."""
-    trainer = build_trainer(dataclasses.replace(config, quiet=True), splits, None, config.seed, data_parallel=False)
+    trainer = build.build_trainer(dataclasses.replace(config, quiet=True), splits, None, config.seed, data_parallel=False)
     load_weights(run_dir / WEIGHTS, trainer.model)
     return trainer
 
@@ -367,7 +348,7 @@ def load_model(run_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     except (OSError, ValueError):
         raise CheckpointError(f"{top} lacks a readable {META}; was it written by descend train?") from None
     torch.manual_seed(config.seed)
-    model = build_model(config, tuple(meta["input_shape"]), meta["num_classes"])
+    model = build.build_model(config, tuple(meta["input_shape"]), meta["num_classes"])
     load_weights(run_dir / WEIGHTS, model)
     return model.eval(), meta
 
@@ -431,7 +412,7 @@ def evaluate(run_dir: Path, data_dir: str | None = None, tta: str | None = None)
         if tta not in cfg.CHOICES["data.tta"]:
             raise ConfigError(f"unknown test-time augmentation {tta!r}; choose one of {', '.join(cfg.CHOICES['data.tta'])}")
         config.data.tta = tta
-    splits = load_data(config)
+    splits = build.load_data(config)
     if member_dirs(run_dir):
         return evaluate_ensemble(config, splits, run_dir)
     trainer = load_trained(config, splits, run_dir)
@@ -441,5 +422,5 @@ def evaluate(run_dir: Path, data_dir: str | None = None, tta: str | None = None)
         if pair is not None and len(pair):
             r = trainer.evaluate(pair)
             results[f"{name}_accuracy"], results[f"{name}_loss"] = r["accuracy"], r["loss"]
-    results.update(strategies.tta_results(config, trainer.model, splits))
+    results.update(build.tta_results(config, trainer.model, splits))
     return results

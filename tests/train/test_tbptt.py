@@ -195,14 +195,14 @@ def test_truncated_bptt_from_the_config():
     """``train.tbptt = k`` gives the Trainer a TruncatedBPTT(k) batch step (digits rows as time)."""
     pytest.importorskip("sklearn")
     from descend import config as cfg
-    from descend import runs
+    from descend import build
     from descend.data import load_dataset
     from descend.train import TruncatedBPTT
 
     config = cfg.load(overrides=["model=rnn", "data.dataset=digits", "data.augment=none", "train.tbptt=4",
                                  "train.epochs=1", "train.batch_size=64", "optimizer=adam", "optimizer.lr=0.01"])
     splits = load_dataset("digits")
-    trainer = runs.build_trainer(config, splits, None, seed=0)
+    trainer = build.build_trainer(config, splits, None, seed=0)
     assert isinstance(trainer.batch_step, TruncatedBPTT) and trainer.batch_step.chunk_length == 4
     history = trainer.fit()
     assert history[-1]["val_accuracy"] > 0.2  # chance is 0.1

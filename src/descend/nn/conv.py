@@ -157,6 +157,10 @@ class Conv2d(_ConvNd):
 
     dims = 2
 
+    def kernels(self) -> Tensor:
+        """The (out, in / groups, kh, kw) kernels (the pictures of :mod:`descend.viz`)."""
+        return self.weight
+
 
 class Conv3d(_ConvNd):
     """3D convolutional layer (table 9.1: volumes such as CT scans, colour video)."""

@@ -61,6 +61,10 @@ class FFTConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return fft_conv(x, self.weight, self.bias, self.stride, self.padding, self.flip)
 
+    def kernels(self) -> Tensor:
+        """The (out, in, kh, kw) kernels."""
+        return self.weight
+
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding!r}, bias={self.bias is not None}")
@@ -119,6 +123,8 @@ class SeparableConv2d(nn.Module):
     def kernel(self) -> Tensor:
         """The full (O, C, kh, kw) kernel this layer applies."""
         return separable_kernel(self.column, self.row)
+
+    kernels = kernel
 
     def forward(self, x: Tensor) -> Tensor:
         return separable_conv2d(x, self.column, self.row, self.bias, self.stride, self.padding)

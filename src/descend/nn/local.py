@@ -96,6 +96,10 @@ class LocallyConnected2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return locally_connected2d(x, self.weight, self.bias, self.stride, self.padding)
 
+    def kernels(self) -> Tensor:
+        """The (out, in, kh, kw) kernels at the centre output location (each location has its own)."""
+        return self.weight[:, self.output_size[0] // 2, self.output_size[1] // 2]
+
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, input_size={self.input_size}, "
                 f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding!r}, "
@@ -199,6 +203,10 @@ class TiledConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return tiled_conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+    def kernels(self) -> Tensor:
+        """The (out, in, kh, kw) kernels of the first tile (of the t_h x t_w cycled ones)."""
+        return self.weight[..., 0, 0]
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -329,6 +337,8 @@ class PartiallyConnectedConv2d(nn.Module):
         for g in range(self.groups):   # a handful of groups, not positions
             dense[g * out_g:(g + 1) * out_g, g * in_g:(g + 1) * in_g] = self.weight[g * out_g:(g + 1) * out_g]
         return dense
+
+    kernels = dense_weight  # the pictures of descend.viz show the kernels as applied
 
     def extra_repr(self) -> str:
         how = f"groups={self.groups}" if not self.use_table else f"connections={int(self.connections.sum())}"

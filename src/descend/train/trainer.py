@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 
 from descend.data.tensors import Splits, TensorPair
-from descend.errors import CheckpointError, ConfigError, Diverged, ShapeError
-from descend.io import append_line
+from descend.errors import CheckpointError, ConfigError, DescendError, Diverged, ShapeError
+from descend.io import append_line, atomic_write_text, remove_stale_temporaries
 from descend.train import distributed
 from descend.train.checkpoint import load_state, save_state, save_weights
 
@@ -293,28 +293,16 @@ class Trainer:
         start = time.perf_counter()
         bar = self._progress(len(batches), f"epoch {epoch}/{self.epochs}")
         for i, idx in enumerate(batches):
-            x, y = train.x[idx], train.y[idx]
-            if self.augment is not None:
-                x = self.augment(x, augment_gen)
-            if self.world_size > 1:  # this rank's piece of the global batch
-                x = distributed.shard(x, self.rank, self.world_size)
-                y = distributed.shard(y, self.rank, self.world_size)
-                self._loss_weight = distributed.shard_weight(len(x), len(idx), self.world_size)
-            x, y = self._to_device(x), self._to_device(y)
-            self.batch = (x, y)
-            loss = self.batch_step(self, x, y) if self.batch_step is not None else self.step(x, y)
-            if loss is None or not torch.is_tensor(loss):
-                raise ConfigError("the batch step must return the loss as a tensor")
-            loss = loss.detach()
+            loss, n_local = self._train_batch(idx, augment_gen)
             if not torch.isfinite(loss):
                 raise Diverged(
                     f"the training loss became {loss.item()} at epoch {epoch}, batch {i + 1}/{len(batches)} "
-                    f"(step {self.global_step}); the last good checkpoint is kept. "
+                    f"(step {self.global_step + 1}). "
                     "Try a smaller learning rate (e.g. a third of it), gradient clipping, or batch norm"
                 )
             self.global_step += 1
-            total += loss * len(x)
-            seen += len(x)
+            total += loss * n_local
+            seen += n_local
             if self.scheduler is not None and self.scheduler_interval == "batch":
                 self.scheduler.step()
             if bar is not None:
@@ -341,6 +329,53 @@ class Trainer:
             "seconds": seconds,
             "images_per_s": seen / seconds if seconds > 0 else math.inf,
         }
+
+    def _train_batch(self, idx: torch.Tensor, augment_gen: torch.Generator) -> tuple[torch.Tensor, int]:
+        """Augment the examples ``idx``, take this rank's piece, update; (loss, examples here)."""
+        train = self.data.train
+        x, y = train.x[idx], train.y[idx]
+        if self.augment is not None:
+            x = self.augment(x, augment_gen)
+        if self.world_size > 1:  # this rank's piece of the global batch
+            x = distributed.shard(x, self.rank, self.world_size)
+            y = distributed.shard(y, self.rank, self.world_size)
+            self._loss_weight = distributed.shard_weight(len(x), len(idx), self.world_size)
+        x, y = self._to_device(x), self._to_device(y)
+        self.batch = (x, y)
+        loss = self.batch_step(self, x, y) if self.batch_step is not None else self.step(x, y)
+        if loss is None or not torch.is_tensor(loss):
+            raise ConfigError("the batch step must return the loss as a tensor")
+        return loss.detach(), len(x)
+
+    def try_first_batch(self) -> float:
+        """One update on the first minibatch, as training would take it; returns its loss.
+
+        For checking a configuration before a run starts (a model that cannot take the data,
+        a layer that fails under ``amp``, a loss that is NaN from the start): whatever would
+        fail in the first step fails here. It changes this Trainer's model and optimizer, so
+        call it on a Trainer built for the purpose and then discarded.
+        """
+        self.model.train()
+        idx = torch.arange(min(self.batch_size, len(self.data.train)))
+        try:
+            loss, _ = self._train_batch(idx, epoch_generator(self.seed, 1, 1))
+        except (RuntimeError, TypeError, ValueError, IndexError) as exc:
+            if isinstance(exc, DescendError):
+                raise
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"{type(self.model).__name__} cannot take a training step on inputs of shape "
+                f"{tuple(self.data.train.x.shape[1:])} (amp = {self.amp!r}): {detail}. Check the [model] options "
+                "against the data set, or try amp = 'none'"
+            ) from None
+        finally:
+            self.batch = None
+        if not torch.isfinite(loss):
+            raise Diverged(
+                f"the training loss is {loss.item()} on the very first batch: check the inputs for NaN/inf "
+                "and the loss for the targets' format, then the learning rate"
+            )
+        return float(loss)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One minibatch update (Algorithm 8.1): the gradient of the batch loss, then a step."""
@@ -572,12 +607,21 @@ class Trainer:
         save_state(path, self.state_dict())
 
     def resume(self, path: str | Path | None = None) -> None:
-        """Load the checkpoint at ``path`` (default: the run directory's) to continue training."""
+        """Load the checkpoint at ``path`` (default: the run directory's) to continue training.
+
+        The run directory is made consistent with the checkpoint: the per-epoch log is rewritten
+        from the checkpoint's history (a kill between the metrics line of an epoch and its
+        checkpoint would otherwise log that epoch twice), and temporary files left by writes
+        that a kill interrupted are removed.
+        """
         if path is None:
             if self.run_dir is None:
                 raise CheckpointError("resume needs a checkpoint path or a run_dir")
             path = self.run_dir / CHECKPOINT
         self.load_state_dict(load_state(path))
+        if self.run_dir is not None and self.rank == 0:
+            remove_stale_temporaries(self.run_dir)
+            atomic_write_text(self.run_dir / METRICS, "".join(json.dumps(h) + "\n" for h in self.history))
 
     # ------------------------------------------------------------ plumbing
     def _skipped(self, names: list[str]) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from descend import config as cfg
-from descend import runs, strategies
+from descend import build, runs
 from descend.data import RandomShift, load_dataset
 from descend.data.preprocessing import Preprocess
 from descend.data.transforms import Compose, ElasticDistortion, RandomAffine, RandomFlip
@@ -70,21 +70,21 @@ def test_init_short_form_and_toml_round_trip(tmp_path):
 
 def test_defaults_change_nothing(digits):
     c = cfg.load(overrides=SMALL)
-    assert strategies.build_augment(c, digits) is None
-    assert strategies.build_sampler(c, digits, 0) == (None, [])
-    model = runs.build_model(c, digits.input_shape, digits.num_classes)
+    assert build.build_augment(c, digits) is None
+    assert build.build_sampler(c, digits, 0) == (None, [])
+    model = build.build_model(c, digits.input_shape, digits.num_classes)
     assert not isinstance(model, torch.nn.Sequential) or not isinstance(model[0], Preprocess)
     torch.manual_seed(0)
-    a = runs.build_model(c, digits.input_shape, digits.num_classes)
+    a = build.build_model(c, digits.input_shape, digits.num_classes)
     torch.manual_seed(0)
-    b = runs.build_model(c, digits.input_shape, digits.num_classes)
-    strategies.prepare_model(c, b, digits)  # init "default": the layers' own initialization, untouched
+    b = build.build_model(c, digits.input_shape, digits.num_classes)
+    build.prepare_model(c, b, digits)  # init "default": the layers' own initialization, untouched
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
 def test_preprocessing_is_fitted_on_training_data_and_saved_with_the_model(digits, tmp_path):
     c = cfg.load(overrides=SMALL + ["data.preprocess=standardize", f"run_dir={tmp_path / 'run'}"])
-    trainer = runs.build_trainer(c, digits, None, 0)
+    trainer = build.build_trainer(c, digits, None, 0)
     pre = trainer.model[0]
     assert isinstance(pre, Preprocess)
     np.testing.assert_allclose(pre.mean.numpy(), digits.train.x.reshape(len(digits.train), -1).mean(0).numpy(),
@@ -105,7 +105,7 @@ def test_preprocessing_is_fitted_on_training_data_and_saved_with_the_model(digit
 
 def test_init_from_config(digits):
     c = cfg.load(overrides=SMALL + ["init=orthogonal", "init.hidden_bias=0.1", "init.output_bias=marginals"])
-    trainer = runs.build_trainer(c, digits, None, 0)
+    trainer = build.build_trainer(c, digits, None, 0)
     layers = [m for m in trainer.model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
     hidden = layers[1].weight.detach().double()
     gain2 = 2.0  # relu, NielsenNet's default activation
@@ -116,14 +116,14 @@ def test_init_from_config(digits):
     counts = torch.bincount(digits.train.y, minlength=10).double() + 1
     torch.testing.assert_close(layers[-1].bias.detach().double().softmax(0), counts / counts.sum())
     c = cfg.load(overrides=SMALL + ["init=lsuv"])
-    trainer = runs.build_trainer(c, digits, None, 0)
+    trainer = build.build_trainer(c, digits, None, 0)
     out = trainer.model.features[0](digits.train.x[:256])
     assert float(out.detach().var()) == pytest.approx(1.0, abs=0.1)  # LSUV's tolerance, on another batch
 
 
 def test_l2_without_biases_via_param_groups(digits):
     c = cfg.load(overrides=SMALL + ["optimizer=momentum", "optimizer.weight_decay=0.01", "train.decay_biases=false"])
-    optimizer = runs.build_trainer(c, digits, None, 0).optimizer
+    optimizer = build.build_trainer(c, digits, None, 0).optimizer
     for group in optimizer.param_groups:
         names = group["param_names"]
         expected = 0.0 if all(n.endswith("bias") for n in names) else 0.01
@@ -133,46 +133,46 @@ def test_l2_without_biases_via_param_groups(digits):
 
 def test_augmentation_sampler_and_loss_from_config(digits, tmp_path):
     make = lambda *o: cfg.load(overrides=SMALL + list(o))  # noqa: E731
-    assert isinstance(strategies.build_augment(make("data.augment=shift"), digits), RandomShift)
-    assert isinstance(strategies.build_augment(make("data.augment=affine"), digits), RandomAffine)
-    both = strategies.build_augment(make("data.augment=elastic", "data.flip=true"), digits)
+    assert isinstance(build.build_augment(make("data.augment=shift"), digits), RandomShift)
+    assert isinstance(build.build_augment(make("data.augment=affine"), digits), RandomAffine)
+    both = build.build_augment(make("data.augment=elastic", "data.flip=true"), digits)
     assert isinstance(both, Compose) and isinstance(both.augmentations[0], ElasticDistortion)
     assert isinstance(both.augmentations[1], RandomFlip)
     with pytest.raises(ConfigError, match="RGB"):
-        strategies.build_augment(make("data.color_jitter=0.1"), digits)
-    assert isinstance(strategies.build_sampler(make("train.bagging=true"), digits, 3)[0], Bootstrap)
-    assert isinstance(strategies.build_sampler(make("train.emphasis=rare-class"), digits, 0)[0], ClassBalanced)
-    sampler, callbacks = strategies.build_sampler(make("train.emphasis=misclassified"), digits, 0)
+        build.build_augment(make("data.color_jitter=0.1"), digits)
+    assert isinstance(build.build_sampler(make("train.bagging=true"), digits, 3)[0], Bootstrap)
+    assert isinstance(build.build_sampler(make("train.emphasis=rare-class"), digits, 0)[0], ClassBalanced)
+    sampler, callbacks = build.build_sampler(make("train.emphasis=misclassified"), digits, 0)
     assert isinstance(sampler, Emphasis) and callbacks == [sampler]
     scores = np.arange(len(digits.train), dtype=np.float64)
     np.save(tmp_path / "scores.npy", scores)
-    cur = strategies.build_sampler(make("train.curriculum=deterministic", f"train.curriculum_scores={tmp_path / 'scores.npy'}"),
+    cur = build.build_sampler(make("train.curriculum=deterministic", f"train.curriculum_scores={tmp_path / 'scores.npy'}"),
                                    digits, 0)[0]
     assert isinstance(cur, DeterministicCurriculum) and torch.equal(cur.scores, torch.from_numpy(scores))
-    assert isinstance(strategies.build_sampler(make("train.curriculum=stochastic"), digits, 0)[0], StochasticCurriculum)
+    assert isinstance(build.build_sampler(make("train.curriculum=stochastic"), digits, 0)[0], StochasticCurriculum)
     np.save(tmp_path / "short.npy", scores[:10])
     with pytest.raises(DataError, match="one number per training example"):
-        strategies.build_sampler(make("train.curriculum=deterministic", f"train.curriculum_scores={tmp_path / 'short.npy'}"),
+        build.build_sampler(make("train.curriculum=deterministic", f"train.curriculum_scores={tmp_path / 'short.npy'}"),
                                  digits, 0)
     with pytest.raises(ConfigError, match="use only one"):
-        strategies.build_sampler(make("train.bagging=true", "train.emphasis=loss"), digits, 0)
-    assert strategies.build_loss(make("train.loss=quadratic")) is quadratic
-    trainer = runs.build_trainer(make("train.loss=quadratic", "train.bagging=true"), digits, None, 0)
+        build.build_sampler(make("train.bagging=true", "train.emphasis=loss"), digits, 0)
+    assert build.build_loss(make("train.loss=quadratic")) is quadratic
+    trainer = build.build_trainer(make("train.loss=quadratic", "train.bagging=true"), digits, None, 0)
     assert trainer.loss_fn is quadratic and isinstance(trainer.sampler, Bootstrap)
 
 
 def test_bagged_members_get_different_resamples(digits):
     c = cfg.load(overrides=SMALL + ["train.bagging=true"])
-    a = runs.build_trainer(c, digits, None, 0)
-    b = runs.build_trainer(c, digits, None, 1)
+    a = build.build_trainer(c, digits, None, 0)
+    b = build.build_trainer(c, digits, None, 1)
     ia, ib = a.sampler(a, 1, torch.Generator()), b.sampler(b, 1, torch.Generator())
     assert not torch.equal(ia.sort().values, ib.sort().values)
 
 
 def test_tta_results(digits):
     c = cfg.load(overrides=SMALL + ["data.tta=five-crop"])
-    trainer = runs.build_trainer(c, digits, None, 0)
-    results = strategies.tta_results(c, trainer.model, digits)
+    trainer = build.build_trainer(c, digits, None, 0)
+    results = build.tta_results(c, trainer.model, digits)
     assert set(results) == {"val_accuracy_tta", "test_accuracy_tta"}
     assert all(0.0 <= v <= 1.0 for v in results.values())
 
@@ -180,13 +180,13 @@ def test_tta_results(digits):
 def test_amp_auto_is_bf16_exactly_where_the_device_has_it_in_hardware(digits, monkeypatch):
     c = cfg.load(overrides=SMALL + ["train.amp=auto"])
     for native, expected in ((True, "bf16"), (False, "none")):
-        monkeypatch.setattr(runs, "native_bf16", lambda device, native=native: native)
-        assert runs.build_trainer(c, digits, None, 0).amp == expected
+        monkeypatch.setattr(build, "native_bf16", lambda device, native=native: native)
+        assert build.build_trainer(c, digits, None, 0).amp == expected
     monkeypatch.undo()
     # Explicit choices pass through whatever the hardware.
-    assert runs.resolve_amp("bf16", torch.device("cpu")) == "bf16"
-    assert runs.resolve_amp("none", torch.device("cpu")) == "none"
-    assert runs.native_bf16(torch.device("meta")) is False
+    assert build.resolve_amp("bf16", torch.device("cpu")) == "bf16"
+    assert build.resolve_amp("none", torch.device("cpu")) == "none"
+    assert build.native_bf16(torch.device("meta")) is False
     # On this CPU: oneDNN's own bf16 query decides.
     expected = torch.ops.mkldnn._is_mkldnn_bf16_supported() if torch.backends.mkldnn.is_available() else False
-    assert runs.native_bf16(torch.device("cpu")) == bool(expected)
+    assert build.native_bf16(torch.device("cpu")) == bool(expected)

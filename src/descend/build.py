@@ -1,19 +1,25 @@
-"""From config keys to the strategy objects of sec. 8.4, 8.7.4-8.7.6 and the CS189 heuristics.
+"""From a config to the objects it describes: data, model, optimizer, schedule, Trainer.
 
-``descend.runs`` builds every run from a config; this module turns the keys of those
-strategies into the objects the Trainer takes, so that ``runs`` only calls:
+The config flows one way, down: ``descend.cli`` reads it, this module turns each of its
+keys into the object that implements it, and the Trainer runs them. Nothing here writes
+files or reads a run directory (that is :mod:`descend.runs`).
 
-    wrap_model(config, model, input_shape)   data.preprocess: a Preprocess layer in front
-    prepare_model(config, model, splits)     fit that layer on the training data; [init]
-    optimizer_params(config, model)          train.decay_biases via descend.optim.param_groups
-    build_augment(config, splits)            data.augment / flip / color_jitter
-    build_sampler(config, splits, seed)      train.curriculum / emphasis / bagging
-    build_loss(config)                       train.loss
-    tta_results(config, model, splits)       data.tta: accuracies with test-time augmentation
+    load_data(config)                         [data]: the data set and its split
+    build_model(config, input_shape, classes) [model] (+ a Preprocess layer for data.preprocess)
+    prepare_model(config, model, splits)      fit that layer on the training data; [init] (sec. 8.4)
+    build_optimizer(config, model)            [optimizer] (train.decay_biases: param groups)
+    build_scheduler(config, optimizer, n)     [schedule]
+    build_augment(config, splits)             data.augment / flip / color_jitter
+    build_sampler(config, splits, seed)       train.curriculum / emphasis / bagging (sec. 8.7.6)
+    build_loss(config)                        train.loss
+    build_trainer(config, splits, ...)        all of the above, callbacks and the Trainer
+    tta_results(config, model, splits)        data.tta: accuracies with test-time augmentation
+    resolve_device / resolve_amp              device = "auto", train.amp = "auto"
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from pathlib import Path
 from typing import Any
@@ -23,8 +29,170 @@ import torch
 from torch import nn
 
 from descend import config as cfg
-from descend.data.tensors import Splits
+from descend.data import Splits, expand_mnist, load_dataset
 from descend.errors import ConfigError, DataError
+from descend.nn.capabilities import image_convolutions
+from descend.train import AveragedEvaluation, EarlyStopping, Trainer, distributed
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; anything else must be available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device = {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device = {name!r} but no CUDA GPU is available; use device = \"cpu\" or \"auto\"")
+    return device
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16 in hardware: a CUDA GPU that supports it, or a
+    CPU whose oneDNN has bf16 instructions (AVX512-BF16 or AMX). Elsewhere bf16 is emulated
+    and slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # a build without oneDNN's bf16 query
+            return False
+    return False
+
+
+def resolve_amp(name: str, device: torch.device) -> str:
+    """``train.amp``: ``auto`` -> bf16 where the device has it in hardware, else none."""
+    if name == "auto":
+        return "bf16" if native_bf16(device) else "none"
+    return name
+
+
+def load_data(config: cfg.Config) -> Splits:
+    d = config.data
+    splits = load_dataset(
+        d.dataset,
+        split=d.split,
+        data_dir=d.data_dir or None,
+        path=d.path or None,
+        limit=d.limit or None,
+        eval_limit=d.eval_limit or None,
+    )
+    if d.expand:
+        splits = dataclasses.replace(splits, train=expand_mnist(splits.train, seed=config.seed))
+    return splits
+
+
+def _options(config_table: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config_table.items() if k != "name"}
+
+
+def _call(kind: str, target: Any, *args: Any, **kwargs: Any) -> Any:
+    """Construct a component, turning its validation errors into ConfigErrors that name it."""
+    try:
+        return target(*args, **kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"[{kind}] {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[{kind}] invalid options: {exc}") from None
+
+
+def build_model(config: cfg.Config, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
+    from descend.models import MODELS
+
+    cls = MODELS[config.model["name"]]
+    options = _options(config.model)
+    accepted = inspect.signature(cls.__init__).parameters
+    automatic = {"in_channels": input_shape[0], "image_size": input_shape[-1], "num_classes": num_classes}
+    options.update({k: v for k, v in automatic.items() if k in accepted})
+    return wrap_model(config, _call("model", cls, **options), input_shape)
+
+
+def build_optimizer(config: cfg.Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    from descend.optim import OPTIMIZERS
+
+    params = optimizer_params(config, model)
+    return _call("optimizer", OPTIMIZERS[config.optimizer["name"]], params, **_options(config.optimizer))
+
+
+def build_scheduler(config: cfg.Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    from descend.optim import SCHEDULES
+
+    total = max(1, steps_per_epoch * config.train.epochs)
+    return _call(
+        "schedule",
+        SCHEDULES[config.schedule["name"]],
+        optimizer,
+        total_steps=total,
+        steps_per_epoch=steps_per_epoch,
+        **_options(config.schedule),
+    )
+
+
+def build_trainer(config: cfg.Config, splits: Splits, run_dir: Path | None, seed: int,
+                  data_parallel: bool | None = None) -> Trainer:
+    """Model, optimizer, schedule, callbacks and Trainer for one network of the config.
+
+    ``data_parallel``: None trains data-parallel if a process group is initialized,
+    False trains in this process alone.
+    """
+    torch.manual_seed(seed)  # the model's initial weights
+    device = distributed.local_device(resolve_device(config.device))
+    model = build_model(config, splits.input_shape, splits.num_classes)
+    prepare_model(config, model, splits)  # preprocessing fitted on training data; [init]
+    optimizer = build_optimizer(config, model)
+    t = config.train
+    steps_per_epoch = -(-len(splits.train) // t.batch_size)
+    scheduler = build_scheduler(config, optimizer, steps_per_epoch)
+
+    callbacks: list[Any] = []
+    if t.average != "none":
+        from descend.optim import PolyakAverage
+
+        averager = PolyakAverage(model, mode=t.average, decay=t.ema_decay, include_buffers=True)
+        callbacks.append(AveragedEvaluation(averager))
+    if t.early_stopping:
+        if splits.val is None and t.monitor.startswith("val"):
+            raise ConfigError("train.early_stopping needs a validation set; use data.split = \"nndl\"")
+        callbacks.append(EarlyStopping(monitor=t.monitor, patience=t.early_stopping))
+
+    batch_step = None
+    if t.tbptt:
+        from descend.train.tbptt import TruncatedBPTT
+
+        batch_step = TruncatedBPTT(t.tbptt)
+    augment = build_augment(config, splits)
+    sampler, sampler_callbacks = build_sampler(config, splits, seed)
+    callbacks += sampler_callbacks
+    # Channels-last pays off for image convolutions on GPUs (tensor cores) and on CPUs too,
+    # where oneDNN has NHWC kernels (benchmarks/trainer_overhead.py measures it).
+    channels_last = t.channels_last == "on" or (t.channels_last == "auto" and bool(image_convolutions(model)))
+    return Trainer(
+        model,
+        optimizer,
+        splits,
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        eval_batch_size=t.eval_batch_size,
+        scheduler=scheduler,
+        callbacks=callbacks,
+        run_dir=run_dir,
+        seed=seed,
+        augment=augment,
+        sampler=sampler,
+        batch_step=batch_step,
+        loss=build_loss(config),
+        quiet=config.quiet,
+        device=device,
+        evaluate_test=t.evaluate_test,
+        checkpoint=t.checkpoint,
+        amp=resolve_amp(t.amp, device),
+        channels_last=channels_last,
+        clip_norm=t.clip_norm,
+        sync_batchnorm=t.sync_batchnorm,
+        data_parallel=data_parallel,
+    )
 
 
 # ----------------------------------------------------------------------------- model
