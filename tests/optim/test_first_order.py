@@ -74,7 +74,8 @@ def test_sparse_gradients_are_refused_by_name(name):
 def test_mixed_dtypes_in_one_group_give_the_same_numbers_on_both_paths(name):
     """The foreach path splits a group by (device, dtype); the result equals the loop."""
     g = torch.Generator().manual_seed(0)
-    init = [torch.randn(3, 2, generator=g), torch.randn(4, generator=g, dtype=torch.float64), torch.randn(5, generator=g)]
+    init = [torch.randn(3, 2, generator=g), torch.randn(4, generator=g, dtype=torch.float64),
+            torch.randn(5, generator=g)]
     grads = [[torch.randn(t.shape, generator=g, dtype=t.dtype) for t in init] for _ in range(3)]
     results = []
     for foreach in (False, True):

@@ -48,7 +48,8 @@ class DeltaBarDelta(FirstOrderOptimizer):
     state_keys = ("gain", "bar_delta")
 
     def __init__(self, params, lr: float = 0.01, kappa: float = 0.1, phi: float = 0.5, smoothing: float = 0.7,
-                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *, foreach: bool | None = None) -> None:
+                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
+                 *, foreach: bool | None = None) -> None:
         super().__init__(params, lr=lr, weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
                          foreach=foreach, kappa=check_nonnegative("kappa", kappa),
                          phi=check_unit_interval("phi", phi, closed=True),

@@ -114,7 +114,9 @@ class FirstOrderOptimizer(torch.optim.Optimizer):
                 continue
             for device_params, device_grads, *device_states in grouped([params, grads, *states]):
                 velocities = device_states[self.state_keys.index("velocity")] if interim else None
-                device_grads = apply_weight_decay(device_params, device_grads, velocities, interim, foreach=True, **decay)
+                device_grads = apply_weight_decay(
+                    device_params, device_grads, velocities, interim, foreach=True, **decay
+                )
                 self._multi_tensor(device_params, device_grads, *device_states, **hyperparameters)
         return loss
 

@@ -47,8 +47,9 @@ class RMSProp(FirstOrderOptimizer):
 
     state_keys = ("square_avg",)
 
-    def __init__(self, params, lr: float = 0.001, rho: float = 0.9, eps: float = 1e-6, eps_placement: str = "book",
-                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *, foreach: bool | None = None) -> None:
+    def __init__(self, params, lr: float = 0.001, rho: float = 0.9, eps: float = 1e-6,
+                 eps_placement: str = "book", weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
+                 *, foreach: bool | None = None) -> None:
         super().__init__(params, lr=lr, weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
                          foreach=foreach, rho=check_unit_interval("rho", rho), eps=check_eps(eps),
                          eps_placement=check_eps_placement(eps_placement))
@@ -59,7 +60,8 @@ class RMSProp(FirstOrderOptimizer):
         for p, g, r in zip(params, grads, square_avgs):
             r.mul_(rho).addcmul_(g, g, value=1 - rho)  # r <- rho r + (1 - rho) g * g
             terms, divide = _root_terms([r], eps, eps_placement, foreach=False)
-            _add_scaled_gradients_([p], [g], terms, divide, -lr, foreach=False)  # theta <- theta - eps g / sqrt(delta + r)
+            # theta <- theta - eps g / sqrt(delta + r)
+            _add_scaled_gradients_([p], [g], terms, divide, -lr, foreach=False)
 
     @staticmethod
     def _multi_tensor(params: list[Tensor], grads: list[Tensor], square_avgs: list[Tensor], *,
@@ -144,8 +146,9 @@ def _root_terms(square_avgs: list[Tensor], eps: float, eps_placement: str, forea
     """What the gradient is scaled by, as new tensors, and whether to divide by them.
 
     ``"book"``: ``1 / sqrt(delta + r)``, multiplied (``rsqrt`` then ``addcmul``, a multiply
-    where ``sqrt`` then ``addcdiv`` would divide; the two differ in the last bit only). ``"torch"``: ``sqrt(r) + delta``, divided, in torch's own order of
-    operations so that the numbers match ``torch.optim.RMSprop``.
+    where ``sqrt`` then ``addcdiv`` would divide; the two differ in the last bit only).
+    ``"torch"``: ``sqrt(r) + delta``, divided, in torch's own order of operations so that
+    the numbers match ``torch.optim.RMSprop``.
 
     With ``eps = 0`` (Alg. 8.6 taken literally) a coordinate whose gradient has been exactly
     zero so far has r = 0 and g = 0; the term is clamped (1/sqrt(0) to 1/tiny, sqrt(0) to
