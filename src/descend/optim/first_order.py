@@ -78,19 +78,21 @@ class FirstOrderOptimizer(torch.optim.Optimizer):
         """
         params, grads, states = [], [], []
         for p in group["params"]:
-            if p.grad is None:
+            grad = p.grad
+            if grad is None:
                 continue
-            if p.grad.is_sparse:
+            if grad.is_sparse:
                 raise OptimizationError(
                     f"{type(self).__name__} does not support sparse gradients; "
                     "use torch.optim.SparseAdam or dense embeddings (sparse=False)"
                 )
-            state = self.state[p]
-            if not state:
-                state.update(self._new_state(p))
             params.append(p)
-            grads.append(p.grad)
-            states.append(state)
+            grads.append(grad)
+            if self.state_keys:  # a stateless method (SGD) leaves self.state empty, as torch's SGD does
+                state = self.state[p]
+                if not state:
+                    state.update(self._new_state(p))
+                states.append(state)
         return params, grads, [[s[key] for s in states] for key in self.state_keys]
 
     @torch.no_grad()
