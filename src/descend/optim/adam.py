@@ -67,10 +67,10 @@ class Adam(FirstOrderOptimizer):
                          eps_placement=check_eps_placement(eps_placement), amsgrad=self._amsgrad)
 
     def _new_state(self, p: Tensor) -> dict[str, Tensor]:
-        state = super()._new_state(p)
-        # t: a float tensor, as in torch.optim, so that the state is all tensors.
-        state["step"] = torch.tensor(0.0, dtype=torch.float64 if p.dtype == torch.float64 else torch.float32)
-        return state
+        # t is a float tensor, as in torch.optim, so that the state is all tensors.
+        t = torch.tensor(0.0, dtype=torch.float64 if p.dtype == torch.float64 else torch.float32)
+        moments = {key: torch.zeros_like(p, memory_format=torch.preserve_format) for key in self.state_keys[1:]}
+        return {"step": t, **moments}
 
     @staticmethod
     def _single_tensor(params: list[Tensor], grads: list[Tensor], steps: list[Tensor], first_moments: list[Tensor],
