@@ -1,6 +1,6 @@
 """Step time of every descend optimizer against its torch.optim equivalent (foreach path).
 
-Two parameter sets, as in issue 5:
+Two parameter sets, a few large tensors and many small ones:
   (a) "mlp-10M": one MLP 1000-5000-1000-10 (10.0M parameters, 6 tensors);
   (b) "500-small": 500 small tensors (16x16, 64, 4x4x3x3 in turn; 92k parameters).
 

@@ -5,6 +5,10 @@ First-order and adaptive methods (sec. 8.3, 8.5):
     SGD (Alg. 8.1), Momentum (Alg. 8.2), NesterovMomentum (Alg. 8.3, book form, needs a
     closure), NesterovMomentumReformulated (torch's form), AdaGrad (Alg. 8.4), RMSProp
     (Alg. 8.5), RMSPropNesterov (Alg. 8.6), Adam (Alg. 8.7), AMSGrad, DeltaBarDelta.
+    Each is a ``first_order.FirstOrderOptimizer``: the base owns param groups, state,
+    the single-tensor/foreach switch and weight decay; each file holds its algorithm box
+    and update rule. All are data-parallel safe (element-wise updates of the gradient DDP
+    has averaged; see ``descend.optim.first_order``).
 
 Second-order and line-search methods (sec. 8.2, 8.6, 8.7.2; full-batch, closure-based):
     Newton (Alg. 8.8 + eq. 8.28), SaddleFreeNewton (sec. 8.2.3), NewtonCG, NonlinearCG

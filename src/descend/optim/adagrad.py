@@ -5,21 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from descend.optim._common import (
-    apply_weight_decay,
-    check_eps,
-    check_foreach,
-    check_lr,
-    check_nonnegative,
-    evaluate_closure,
-    gather,
-    grouped,
-    use_foreach,
-    zeros,
-)
+from descend.optim._common import check_eps
+from descend.optim.first_order import FirstOrderOptimizer
 
 
-class AdaGrad(torch.optim.Optimizer):
+class AdaGrad(FirstOrderOptimizer):
     r"""AdaGrad (Duchi et al., 2011), Algorithm 8.4.
 
     .. code-block:: text
@@ -50,47 +40,27 @@ class AdaGrad(torch.optim.Optimizer):
         eps: delta (> 0).
         weight_decay, decoupled_weight_decay: L2 coupled to g (the texts) or decoupled.
         foreach: multi-tensor path (default) or per-tensor loop; identical numbers.
-
-    Data-parallel: DDP-safe. The update is element-wise in the gradient, which DDP has
-    averaged over ranks before ``step``, so every rank keeps the same parameters and state
-    (the Trainer under torchrun; see ``descend.train.distributed``).
     """
 
-    def __init__(
-        self,
-        params,
-        lr: float = 0.01,
-        eps: float = 1e-7,
-        weight_decay: float = 0.0,
-        decoupled_weight_decay: bool = False,
-        *,
-        foreach: bool | None = None,
-    ) -> None:
-        defaults = dict(
-            lr=check_lr(lr),
-            eps=check_eps(eps),
-            weight_decay=check_nonnegative("weight_decay", weight_decay),
-            decoupled_weight_decay=bool(decoupled_weight_decay),
-            foreach=check_foreach(foreach),
-        )
-        super().__init__(params, defaults)
+    state_keys = ("sum",)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = evaluate_closure(closure)
-        for group in self.param_groups:
-            params, grads, states = gather(self, group, lambda p: {"sum": zeros(p)})
-            adagrad(
-                params,
-                grads,
-                [s["sum"] for s in states],
-                lr=group["lr"],
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                decoupled_weight_decay=group["decoupled_weight_decay"],
-                foreach=use_foreach(group["foreach"], params),
-            )
-        return loss
+    def __init__(self, params, lr: float = 0.01, eps: float = 1e-7, weight_decay: float = 0.0,
+                 decoupled_weight_decay: bool = False, *, foreach: bool | None = None) -> None:
+        super().__init__(params, lr=lr, weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
+                         foreach=foreach, eps=check_eps(eps))
+
+    @staticmethod
+    def _single_tensor(params: list[Tensor], grads: list[Tensor], sums: list[Tensor], *, lr: float, eps: float) -> None:
+        for p, g, r in zip(params, grads, sums):
+            r.addcmul_(g, g, value=1)  # r <- r + g * g
+            p.addcdiv_(g, r.sqrt().add_(eps), value=-lr)  # theta <- theta - eps g / (delta + sqrt(r))
+
+    @staticmethod
+    def _multi_tensor(params: list[Tensor], grads: list[Tensor], sums: list[Tensor], *, lr: float, eps: float) -> None:
+        torch._foreach_addcmul_(sums, grads, grads, value=1)
+        denom = torch._foreach_sqrt(sums)
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(params, grads, denom, value=-lr)
 
     def effective_learning_rates(self) -> dict[Tensor, Tensor]:
         """``eps / (delta + sqrt(r))`` per parameter: the rate Alg. 8.4 applies to each element."""
@@ -101,33 +71,3 @@ class AdaGrad(torch.optim.Optimizer):
                 if r is not None:
                     rates[p] = group["lr"] / (group["eps"] + r.sqrt())
         return rates
-
-
-def adagrad(
-    params: list[Tensor],
-    grads: list[Tensor],
-    sums: list[Tensor],
-    *,
-    lr: float,
-    eps: float,
-    weight_decay: float,
-    decoupled_weight_decay: bool,
-    foreach: bool,
-) -> None:
-    """Functional form of Algorithm 8.4: ``r += g*g; theta -= eps * g / (delta + sqrt(r))``."""
-    if not params:
-        return
-    wd = dict(lr=lr, weight_decay=weight_decay, decoupled=decoupled_weight_decay)
-    if not foreach:
-        for p, g, r in zip(params, grads, sums):
-            (g,) = apply_weight_decay([p], [g], foreach=False, **wd)
-            r.addcmul_(g, g, value=1)
-            denom = r.sqrt().add_(eps)
-            p.addcdiv_(g, denom, value=-lr)
-        return
-    for device_params, device_grads, device_r in grouped([params, grads, sums]):
-        device_grads = apply_weight_decay(device_params, device_grads, foreach=True, **wd)
-        torch._foreach_addcmul_(device_r, device_grads, device_grads, value=1)
-        denom = torch._foreach_sqrt(device_r)
-        torch._foreach_add_(denom, eps)
-        torch._foreach_addcdiv_(device_params, device_grads, denom, value=-lr)

@@ -6,23 +6,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from descend.optim._common import (
-    apply_weight_decay,
-    check_betas,
-    check_eps,
-    check_eps_placement,
-    check_foreach,
-    check_lr,
-    check_nonnegative,
-    evaluate_closure,
-    gather,
-    grouped,
-    use_foreach,
-    zeros,
-)
+from descend.optim._common import check_betas, check_eps, check_eps_placement
+from descend.optim.first_order import FirstOrderOptimizer
 
 
-class Adam(torch.optim.Optimizer):
+class Adam(FirstOrderOptimizer):
     r"""Adam (Kingma & Ba, 2014), Algorithm 8.7.
 
     .. code-block:: text
@@ -66,73 +54,69 @@ class Adam(torch.optim.Optimizer):
         weight_decay: L2 coefficient coupled to g (torch.optim.Adam's weight_decay).
         decoupled_weight_decay: decay theta directly, ``theta <- (1 - lr wd) theta`` (AdamW).
         foreach: multi-tensor path (default) or per-tensor loop; identical numbers.
-
-    Data-parallel: DDP-safe. The update is element-wise in the gradient, which DDP has
-    averaged over ranks before ``step``, so every rank keeps the same parameters and state
-    (the Trainer under torchrun; see ``descend.train.distributed``).
     """
 
+    state_keys = ("step", "first_moment", "second_moment")
     _amsgrad = False
 
-    def __init__(
-        self,
-        params,
-        lr: float = 0.001,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        eps_placement: str = "book",
-        weight_decay: float = 0.0,
-        decoupled_weight_decay: bool = False,
-        *,
-        foreach: bool | None = None,
-    ) -> None:
-        defaults = dict(
-            lr=check_lr(lr),
-            betas=check_betas(betas),
-            eps=check_eps(eps),
-            eps_placement=check_eps_placement(eps_placement),
-            weight_decay=check_nonnegative("weight_decay", weight_decay),
-            decoupled_weight_decay=bool(decoupled_weight_decay),
-            amsgrad=self._amsgrad,
-            foreach=check_foreach(foreach),
-        )
-        super().__init__(params, defaults)
+    def __init__(self, params, lr: float = 0.001, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 eps_placement: str = "book", weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
+                 *, foreach: bool | None = None) -> None:
+        super().__init__(params, lr=lr, weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
+                         foreach=foreach, betas=check_betas(betas), eps=check_eps(eps),
+                         eps_placement=check_eps_placement(eps_placement), amsgrad=self._amsgrad)
+
+    def _new_state(self, p: Tensor) -> dict[str, Tensor]:
+        # t is a float tensor, as in torch.optim, so that the state is all tensors.
+        t = torch.tensor(0.0, dtype=torch.float64 if p.dtype == torch.float64 else torch.float32)
+        moments = {key: torch.zeros_like(p, memory_format=torch.preserve_format) for key in self.state_keys[1:]}
+        return {"step": t, **moments}
 
     @staticmethod
-    def _new_state(p: Tensor, amsgrad: bool) -> dict[str, Tensor]:
-        state = {
-            # A float tensor step, as in torch.optim, so the state is all tensors.
-            "step": torch.tensor(0.0, dtype=torch.float64 if p.dtype == torch.float64 else torch.float32),
-            "first_moment": zeros(p),
-            "second_moment": zeros(p),
-        }
-        if amsgrad:
-            state["max_second_moment"] = zeros(p)
-        return state
+    def _single_tensor(params: list[Tensor], grads: list[Tensor], steps: list[Tensor], first_moments: list[Tensor],
+                       second_moments: list[Tensor], max_second_moments: list[Tensor] | None = None, *,
+                       lr: float, betas: tuple[float, float], eps: float, eps_placement: str, amsgrad: bool) -> None:
+        rho1, rho2 = betas
+        for i, (p, g, step, s, r) in enumerate(zip(params, grads, steps, first_moments, second_moments)):
+            step.add_(1)  # t <- t + 1
+            t = step.item()
+            s.lerp_(g, 1 - rho1)  # s <- rho1 s + (1 - rho1) g
+            r.mul_(rho2).addcmul_(g, g, value=1 - rho2)  # r <- rho2 r + (1 - rho2) g * g
+            if amsgrad:
+                torch.maximum(max_second_moments[i], r, out=max_second_moments[i])  # r_max <- max(r_max, r)
+                r = max_second_moments[i]
+            bias1, bias2 = 1 - rho1**t, 1 - rho2**t
+            if eps_placement == "book":  # theta <- theta - eps s^ / sqrt(r^ + delta)
+                inverse_root = r.add(eps * bias2).rsqrt_()
+                p.addcmul_(s, inverse_root, value=-lr * bias2**0.5 / bias1)
+            else:  # theta <- theta - eps s^ / (sqrt(r^) + delta)
+                denom = (r.sqrt() / bias2**0.5).add_(eps)
+                p.addcdiv_(s, denom, value=-lr / bias1)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = evaluate_closure(closure)
-        for group in self.param_groups:
-            amsgrad = group["amsgrad"]
-            params, grads, states = gather(self, group, lambda p: self._new_state(p, amsgrad))
-            adam(
-                params,
-                grads,
-                [s["first_moment"] for s in states],
-                [s["second_moment"] for s in states],
-                [s["max_second_moment"] for s in states] if amsgrad else [],
-                [s["step"] for s in states],
-                lr=group["lr"],
-                betas=group["betas"],
-                eps=group["eps"],
-                eps_placement=group["eps_placement"],
-                weight_decay=group["weight_decay"],
-                decoupled_weight_decay=group["decoupled_weight_decay"],
-                amsgrad=group["amsgrad"],
-                foreach=use_foreach(group["foreach"], params),
-            )
-        return loss
+    @staticmethod
+    def _multi_tensor(params: list[Tensor], grads: list[Tensor], steps: list[Tensor], first_moments: list[Tensor],
+                      second_moments: list[Tensor], max_second_moments: list[Tensor] | None = None, *,
+                      lr: float, betas: tuple[float, float], eps: float, eps_placement: str, amsgrad: bool) -> None:
+        rho1, rho2 = betas
+        torch._foreach_add_(steps, 1)
+        ts = [step.item() for step in steps]
+        torch._foreach_lerp_(first_moments, grads, 1 - rho1)
+        torch._foreach_mul_(second_moments, rho2)
+        torch._foreach_addcmul_(second_moments, grads, grads, value=1 - rho2)
+        r = second_moments
+        if amsgrad:
+            torch._foreach_maximum_(max_second_moments, second_moments)
+            r = max_second_moments
+        if eps_placement == "book":
+            inverse_roots = torch._foreach_add(r, [eps * (1 - rho2**t) for t in ts])
+            torch._foreach_rsqrt_(inverse_roots)
+            step_sizes = [-lr * (1 - rho2**t) ** 0.5 / (1 - rho1**t) for t in ts]
+            torch._foreach_addcmul_(params, first_moments, inverse_roots, step_sizes)
+        else:
+            denom = torch._foreach_sqrt(r)
+            torch._foreach_div_(denom, [(1 - rho2**t) ** 0.5 for t in ts])
+            torch._foreach_add_(denom, eps)
+            torch._foreach_addcdiv_(params, first_moments, denom, [-lr / (1 - rho1**t) for t in ts])
 
 
 class AMSGrad(Adam):
@@ -154,95 +138,7 @@ class AMSGrad(Adam):
     makes this class compute torch's numbers; tested).
 
     Args: as :class:`Adam`.
-
-    Data-parallel: DDP-safe. The update is element-wise in the gradient, which DDP has
-    averaged over ranks before ``step``, so every rank keeps the same parameters and state
-    (the Trainer under torchrun; see ``descend.train.distributed``).
     """
 
+    state_keys = ("step", "first_moment", "second_moment", "max_second_moment")
     _amsgrad = True
-
-    def __init__(
-        self,
-        params,
-        lr: float = 0.001,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        eps_placement: str = "book",
-        weight_decay: float = 0.0,
-        decoupled_weight_decay: bool = False,
-        *,
-        foreach: bool | None = None,
-    ) -> None:
-        super().__init__(
-            params, lr=lr, betas=betas, eps=eps, eps_placement=eps_placement, weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay, foreach=foreach,
-        )
-
-
-def adam(
-    params: list[Tensor],
-    grads: list[Tensor],
-    first_moments: list[Tensor],
-    second_moments: list[Tensor],
-    max_second_moments: list[Tensor],
-    steps: list[Tensor],
-    *,
-    lr: float,
-    betas: tuple[float, float],
-    eps: float,
-    eps_placement: str,
-    weight_decay: float,
-    decoupled_weight_decay: bool,
-    amsgrad: bool,
-    foreach: bool,
-) -> None:
-    """Functional form of Algorithm 8.7 (and AMSGrad when ``amsgrad``)."""
-    if not params:
-        return
-    rho1, rho2 = betas
-    wd = dict(lr=lr, weight_decay=weight_decay, decoupled=decoupled_weight_decay)
-    book = eps_placement == "book"
-
-    if not foreach:
-        for i, (p, g, s, r, step) in enumerate(zip(params, grads, first_moments, second_moments, steps)):
-            (g,) = apply_weight_decay([p], [g], foreach=False, **wd)
-            step.add_(1)
-            t = step.item()
-            s.lerp_(g, 1 - rho1)
-            r.mul_(rho2).addcmul_(g, g, value=1 - rho2)
-            if amsgrad:
-                torch.maximum(max_second_moments[i], r, out=max_second_moments[i])
-                r = max_second_moments[i]
-            bias1, bias2 = 1 - rho1**t, 1 - rho2**t
-            if book:
-                inverse_root = r.add(eps * bias2).rsqrt_()
-                p.addcmul_(s, inverse_root, value=-lr * bias2**0.5 / bias1)
-            else:
-                denom = (r.sqrt() / bias2**0.5).add_(eps)
-                p.addcdiv_(s, denom, value=-lr / bias1)
-        return
-
-    lists = [params, grads, first_moments, second_moments, steps] + ([max_second_moments] if amsgrad else [])
-    for bucket in grouped(lists):
-        device_params, device_grads, device_s, device_r, device_steps = bucket[:5]
-        device_grads = apply_weight_decay(device_params, device_grads, foreach=True, **wd)
-        torch._foreach_add_(device_steps, 1)
-        ts = [step.item() for step in device_steps]
-        torch._foreach_lerp_(device_s, device_grads, 1 - rho1)
-        torch._foreach_mul_(device_r, rho2)
-        torch._foreach_addcmul_(device_r, device_grads, device_grads, value=1 - rho2)
-        if amsgrad:
-            device_max = bucket[5]
-            torch._foreach_maximum_(device_max, device_r)
-            device_r = device_max
-        if book:
-            inverse_roots = torch._foreach_add(device_r, [eps * (1 - rho2**t) for t in ts])
-            torch._foreach_rsqrt_(inverse_roots)
-            step_sizes = [-lr * (1 - rho2**t) ** 0.5 / (1 - rho1**t) for t in ts]
-            torch._foreach_addcmul_(device_params, device_s, inverse_roots, step_sizes)
-        else:
-            denom = torch._foreach_sqrt(device_r)
-            torch._foreach_div_(denom, [(1 - rho2**t) ** 0.5 for t in ts])
-            torch._foreach_add_(denom, eps)
-            torch._foreach_addcdiv_(device_params, device_s, denom, [-lr / (1 - rho1**t) for t in ts])

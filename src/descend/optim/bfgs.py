@@ -23,14 +23,10 @@ import torch
 from torch import Tensor
 
 from descend.errors import ConfigError
+from descend.optim._common import check_positive
 from descend.optim.line_search import LineSearchOptimizer
 
 __all__ = ["BFGS", "LBFGS", "lbfgs_inverse_hessian_product"]
-
-
-def _check_lr(lr: object) -> None:
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ConfigError(f"Invalid learning rate: {lr!r}; lr (the first trial step scale) must be > 0")
 
 
 def _curvature_ok(s: Tensor, y: Tensor) -> bool:
@@ -65,25 +61,12 @@ class BFGS(LineSearchOptimizer):
     Full-batch; DDP-safe only if the closure all-reduces the loss and gradient.
     """
 
-    def __init__(
-        self,
-        params,
-        lr: float = 1.0,
-        max_iter: int = 20,
-        max_eval: int | None = None,
-        tolerance_grad: float = 1e-7,
-        tolerance_change: float = 1e-9,
-        line_search: str = "strong-wolfe",
-        c1: float = 1e-4,
-        c2: float = 0.9,
-        initial_scaling: bool = True,
-    ) -> None:
-        _check_lr(lr)
-        super().__init__(
-            params, dict(lr=lr, initial_scaling=bool(initial_scaling)),
-            max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
-            tolerance_change=tolerance_change, line_search=line_search, c1=c1, c2=c2,
-        )
+    def __init__(self, params, lr: float = 1.0, max_iter: int = 20, max_eval: int | None = None,
+                 tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, line_search: str = "strong-wolfe",
+                 c1: float = 1e-4, c2: float = 0.9, initial_scaling: bool = True) -> None:
+        defaults = dict(lr=check_positive("learning rate", lr), initial_scaling=bool(initial_scaling))
+        super().__init__(params, defaults, max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
+                         tolerance_change=tolerance_change, line_search=line_search, c1=c1, c2=c2)
 
     def _direction(self, state: dict, g: Tensor) -> Tensor:
         M = state.get("inverse_hessian")
@@ -165,30 +148,18 @@ class LBFGS(LineSearchOptimizer):
     ``ftol``. Full-batch; DDP-safe only if the closure all-reduces the loss and gradient.
     """
 
-    def __init__(
-        self,
-        params,
-        lr: float = 1.0,
-        history_size: int = 10,
-        max_iter: int = 20,
-        max_eval: int | None = None,
-        tolerance_grad: float = 1e-7,
-        tolerance_change: float = 1e-9,
-        line_search: str = "strong-wolfe",
-        c1: float = 1e-4,
-        c2: float = 0.9,
-    ) -> None:
-        _check_lr(lr)
+    def __init__(self, params, lr: float = 1.0, history_size: int = 10, max_iter: int = 20,
+                 max_eval: int | None = None, tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9,
+                 line_search: str = "strong-wolfe", c1: float = 1e-4, c2: float = 0.9) -> None:
+        lr = check_positive("learning rate", lr)
         if not isinstance(history_size, int) or isinstance(history_size, bool) or history_size < 1:
             raise ConfigError(
                 f"Invalid history_size: {history_size!r}; the L-BFGS memory m must be an integer >= 1 "
                 "(typical: 5-20)"
             )
-        super().__init__(
-            params, dict(lr=lr, history_size=history_size),
-            max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
-            tolerance_change=tolerance_change, line_search=line_search, c1=c1, c2=c2,
-        )
+        super().__init__(params, dict(lr=lr, history_size=history_size), max_iter=max_iter, max_eval=max_eval,
+                         tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
+                         line_search=line_search, c1=c1, c2=c2)
 
     def _direction(self, state: dict, g: Tensor) -> Tensor:
         if "pairs" not in state:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from descend.errors import ConfigError
+from descend.optim._common import check_positive
 from descend.optim.line_search import LineSearchOptimizer
 
 __all__ = ["NonlinearCG", "BETAS"]
@@ -73,34 +74,20 @@ class NonlinearCG(LineSearchOptimizer):
 
     line_searches = ("strong-wolfe", "exact")
 
-    def __init__(
-        self,
-        params,
-        lr: float = 1.0,
-        beta: str = "polak-ribiere+",
-        restart_every: int | None = None,
-        restart_threshold: float | None = 0.2,
-        max_iter: int = 20,
-        max_eval: int | None = None,
-        tolerance_grad: float = 1e-7,
-        tolerance_change: float = 1e-9,
-        line_search: str = "strong-wolfe",
-        c1: float = 1e-4,
-        c2: float = 0.1,
-    ) -> None:
-        if not (isinstance(lr, (int, float)) and lr > 0):
-            raise ConfigError(f"Invalid learning rate: {lr!r}; lr (the first trial step scale) must be > 0")
+    def __init__(self, params, lr: float = 1.0, beta: str = "polak-ribiere+", restart_every: int | None = None,
+                 restart_threshold: float | None = 0.2, max_iter: int = 20, max_eval: int | None = None,
+                 tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, line_search: str = "strong-wolfe",
+                 c1: float = 1e-4, c2: float = 0.1) -> None:
+        lr = check_positive("learning rate", lr)
         if beta not in BETAS:
             raise ConfigError(f"Invalid beta: {beta!r}; choose one of {', '.join(BETAS)}")
         if restart_every is not None and (not isinstance(restart_every, int) or restart_every < 1):
             raise ConfigError(f"Invalid restart_every: {restart_every!r}; it must be an integer >= 1 or None")
         if restart_threshold is not None and not (0 < restart_threshold <= 1):
             raise ConfigError(f"Invalid restart_threshold: {restart_threshold!r}; it must be in (0, 1] or None")
-        super().__init__(
-            params, dict(lr=lr, beta=beta, restart_every=restart_every, restart_threshold=restart_threshold),
-            max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
-            tolerance_change=tolerance_change, line_search=line_search, c1=c1, c2=c2,
-        )
+        defaults = dict(lr=lr, beta=beta, restart_every=restart_every, restart_threshold=restart_threshold)
+        super().__init__(params, defaults, max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
+                         tolerance_change=tolerance_change, line_search=line_search, c1=c1, c2=c2)
 
     def _direction(self, state: dict, g: Tensor) -> Tensor:
         group = self.param_groups[0]

@@ -202,18 +202,9 @@ class SparseCodingResult:
     steps: list[str] = field(default_factory=list)  # "init", then "H" / "W" for each entry
 
 
-def sparse_coding(
-    X: Tensor,
-    n_atoms: int,
-    iterations: int = 20,
-    *,
-    sparsity: float = 1.0,
-    weight_decay: float = 0.0,
-    code_sweeps: int = 50,
-    tol: float = 0.0,
-    W0: Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> SparseCodingResult:
+def sparse_coding(X: Tensor, n_atoms: int, iterations: int = 20, *, sparsity: float = 1.0, weight_decay: float = 0.0,
+                  code_sweeps: int = 50, tol: float = 0.0, W0: Tensor | None = None,
+                  generator: torch.Generator | None = None) -> SparseCodingResult:
     """Sparse coding (eq. 8.38) by block coordinate descent: alternately H, then W.
 
     H starts at 0, W at ``W0`` or at randomly chosen examples scaled to unit norm (plus a

@@ -5,21 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from descend.optim._common import (
-    apply_weight_decay,
-    check_foreach,
-    check_lr,
-    check_nonnegative,
-    check_unit_interval,
-    evaluate_closure,
-    gather,
-    grouped,
-    use_foreach,
-    zeros,
-)
+from descend.optim._common import check_nonnegative, check_unit_interval
+from descend.optim.first_order import FirstOrderOptimizer
 
 
-class DeltaBarDelta(torch.optim.Optimizer):
+class DeltaBarDelta(FirstOrderOptimizer):
     r"""Delta-bar-delta: a learning rate per parameter, grown while the sign of its partial
     derivative holds and shrunk when it flips (Deep Learning sec. 8.5, Jacobs 1988).
 
@@ -53,56 +43,48 @@ class DeltaBarDelta(torch.optim.Optimizer):
         smoothing: theta of Jacobs' average of past derivatives, in [0, 1).
         weight_decay, decoupled_weight_decay: L2 coupled to g (the texts) or decoupled.
         foreach: multi-tensor path (default) or per-tensor loop; identical numbers.
-
-    Data-parallel: DDP-safe. The update is element-wise in the gradient, which DDP has
-    averaged over ranks before ``step``, so every rank keeps the same parameters and state
-    (the Trainer under torchrun; see ``descend.train.distributed``).
     """
 
-    def __init__(
-        self,
-        params,
-        lr: float = 0.01,
-        kappa: float = 0.1,
-        phi: float = 0.5,
-        smoothing: float = 0.7,
-        weight_decay: float = 0.0,
-        decoupled_weight_decay: bool = False,
-        *,
-        foreach: bool | None = None,
-    ) -> None:
-        defaults = dict(
-            lr=check_lr(lr),
-            kappa=check_nonnegative("kappa", kappa),
-            phi=check_unit_interval("phi", phi, closed=True),
-            smoothing=check_unit_interval("smoothing", smoothing),
-            weight_decay=check_nonnegative("weight_decay", weight_decay),
-            decoupled_weight_decay=bool(decoupled_weight_decay),
-            foreach=check_foreach(foreach),
-        )
-        super().__init__(params, defaults)
+    state_keys = ("gain", "bar_delta")
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = evaluate_closure(closure)
-        for group in self.param_groups:
-            params, grads, states = gather(
-                self, group, lambda p: {"gain": torch.ones_like(p, memory_format=torch.preserve_format), "bar_delta": zeros(p)}
-            )
-            delta_bar_delta(
-                params,
-                grads,
-                [s["gain"] for s in states],
-                [s["bar_delta"] for s in states],
-                lr=group["lr"],
-                kappa=group["kappa"],
-                phi=group["phi"],
-                smoothing=group["smoothing"],
-                weight_decay=group["weight_decay"],
-                decoupled_weight_decay=group["decoupled_weight_decay"],
-                foreach=use_foreach(group["foreach"], params),
-            )
-        return loss
+    def __init__(self, params, lr: float = 0.01, kappa: float = 0.1, phi: float = 0.5, smoothing: float = 0.7,
+                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
+                 *, foreach: bool | None = None) -> None:
+        super().__init__(params, lr=lr, weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
+                         foreach=foreach, kappa=check_nonnegative("kappa", kappa),
+                         phi=check_unit_interval("phi", phi, closed=True),
+                         smoothing=check_unit_interval("smoothing", smoothing))
+
+    def _new_state(self, p: Tensor) -> dict[str, Tensor]:
+        return {"gain": torch.ones_like(p, memory_format=torch.preserve_format),
+                "bar_delta": torch.zeros_like(p, memory_format=torch.preserve_format)}
+
+    @staticmethod
+    def _single_tensor(params: list[Tensor], grads: list[Tensor], gains: list[Tensor], bars: list[Tensor], *,
+                       lr: float, kappa: float, phi: float, smoothing: float) -> None:
+        """``agree = sign(bar_delta * g)`` is +1, 0 or -1; ``gain += phi * gain * min(agree, 0)``
+        is the geometric decrease on flips and ``gain += kappa * max(agree, 0)`` the additive
+        increase; each element receives at most one of the two."""
+        for p, g, gain, bar in zip(params, grads, gains, bars):
+            agree = (g * bar).sign_()
+            grow = agree.clamp_min(0)
+            agree.clamp_max_(0)
+            gain.addcmul_(gain, agree, value=phi)
+            gain.add_(grow, alpha=kappa)
+            p.addcmul_(gain, g, value=-lr)  # theta <- theta - lr * gain * g
+            bar.lerp_(g, 1 - smoothing)  # bar_delta <- (1 - smoothing) g + smoothing bar_delta
+
+    @staticmethod
+    def _multi_tensor(params: list[Tensor], grads: list[Tensor], gains: list[Tensor], bars: list[Tensor], *,
+                      lr: float, kappa: float, phi: float, smoothing: float) -> None:
+        agree = torch._foreach_mul(grads, bars)
+        torch._foreach_sign_(agree)
+        grow = torch._foreach_clamp_min(agree, 0)
+        torch._foreach_clamp_max_(agree, 0)
+        torch._foreach_addcmul_(gains, gains, agree, value=phi)
+        torch._foreach_add_(gains, grow, alpha=kappa)
+        torch._foreach_addcmul_(params, gains, grads, value=-lr)
+        torch._foreach_lerp_(bars, grads, 1 - smoothing)
 
     def learning_rates(self) -> dict[Tensor, Tensor]:
         """The per-element rates ``lr * gain`` each parameter currently uses."""
@@ -112,49 +94,3 @@ class DeltaBarDelta(torch.optim.Optimizer):
             for p in group["params"]
             if "gain" in self.state[p]
         }
-
-
-def delta_bar_delta(
-    params: list[Tensor],
-    grads: list[Tensor],
-    gains: list[Tensor],
-    bars: list[Tensor],
-    *,
-    lr: float,
-    kappa: float,
-    phi: float,
-    smoothing: float,
-    weight_decay: float,
-    decoupled_weight_decay: bool,
-    foreach: bool,
-) -> None:
-    """Functional form of delta-bar-delta.
-
-    ``agree = sign(bar_delta * g)`` is +1, 0 or -1; ``gain += phi * gain * min(agree, 0)``
-    is the geometric decrease on flips and ``gain += kappa * max(agree, 0)`` the additive
-    increase; each element receives at most one of the two.
-    """
-    if not params:
-        return
-    wd = dict(lr=lr, weight_decay=weight_decay, decoupled=decoupled_weight_decay)
-    if not foreach:
-        for p, g, gain, bar in zip(params, grads, gains, bars):
-            (g,) = apply_weight_decay([p], [g], foreach=False, **wd)
-            agree = (g * bar).sign_()
-            grow = agree.clamp_min(0)
-            agree.clamp_max_(0)
-            gain.addcmul_(gain, agree, value=phi)
-            gain.add_(grow, alpha=kappa)
-            p.addcmul_(gain, g, value=-lr)
-            bar.lerp_(g, 1 - smoothing)
-        return
-    for device_params, device_grads, device_gain, device_bar in grouped([params, grads, gains, bars]):
-        device_grads = apply_weight_decay(device_params, device_grads, foreach=True, **wd)
-        agree = torch._foreach_mul(device_grads, device_bar)
-        torch._foreach_sign_(agree)
-        grow = torch._foreach_clamp_min(agree, 0)
-        torch._foreach_clamp_max_(agree, 0)
-        torch._foreach_addcmul_(device_gain, device_gain, agree, value=phi)
-        torch._foreach_add_(device_gain, grow, alpha=kappa)
-        torch._foreach_addcmul_(device_params, device_gain, device_grads, value=-lr)
-        torch._foreach_lerp_(device_bar, device_grads, 1 - smoothing)

@@ -9,9 +9,8 @@ gradient step of -epsilon g changes the cost by
 epsilon g^T g"; to see whether it hurts training, monitor the squared gradient norm
 g^T g and the term g^T H g. In the book's fig. 8.1 the gradient norm *grows* during
 training while the loss still falls, because g^T H g grows faster: the learning rate
-has to shrink to compensate. (eq. 8.10 and fig. 8.1 are in the book's sec. 8.2.1, which
-the excerpt in shared/texts starts just after; that excerpt's eq. 8.12 is the SGD
-step-size condition.)
+has to shrink to compensate. (eq. 8.10 and fig. 8.1 are in the book's sec. 8.2.1; its
+eq. 8.12 is the SGD step-size condition of sec. 8.3.1.)
 
 * ``gradient_curvature``: g^T g, g^T H g (one Hessian-vector product), eq. 8.10 for a
   given epsilon, and the step epsilon* = g^T g / g^T H g that minimizes the Taylor model

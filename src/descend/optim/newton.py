@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from descend.errors import ConfigError, Diverged, OptimizationError
+from descend.optim._common import check_nonnegative, check_positive
 from descend.optim.curvature import HessianOperator
 from descend.optim.line_search import (
     ClosureObjective,
@@ -93,25 +94,12 @@ class Newton(torch.optim.Optimizer):
     needs_closure = True
     needs_create_graph = True
 
-    def __init__(
-        self,
-        params,
-        lr: float = 1.0,
-        damping: float = 0.0,
-        adaptive: bool = True,
-        damping_factor: float = 2.0,
-        line_search: str | None = None,
-        max_iter: int = 20,
-        max_eval: int | None = None,
-        tolerance_grad: float = 1e-7,
-        tolerance_change: float = 1e-9,
-        c1: float = 1e-4,
-        c2: float = 0.9,
-    ) -> None:
-        if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-            raise ConfigError(f"Invalid learning rate: {lr!r}; lr (the Newton step multiplier) must be > 0")
-        if not (isinstance(damping, (int, float)) and damping >= 0 and math.isfinite(damping)):
-            raise ConfigError(f"Invalid damping: {damping!r}; the alpha of eq. 8.28 must be >= 0")
+    def __init__(self, params, lr: float = 1.0, damping: float = 0.0, adaptive: bool = True,
+                 damping_factor: float = 2.0, line_search: str | None = None, max_iter: int = 20,
+                 max_eval: int | None = None, tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9,
+                 c1: float = 1e-4, c2: float = 0.9) -> None:
+        lr = check_positive("learning rate", lr)  # the Newton step multiplier
+        damping = check_nonnegative("damping", damping)  # the alpha of eq. 8.28
         if not (isinstance(damping_factor, (int, float)) and damping_factor > 1):
             raise ConfigError(f"Invalid damping_factor: {damping_factor!r}; it must be > 1 (e.g. 2)")
         if line_search not in (None, "strong-wolfe"):
@@ -363,31 +351,17 @@ class NewtonCG(LineSearchOptimizer):
 
     needs_create_graph = True
 
-    def __init__(
-        self,
-        params,
-        lr: float = 1.0,
-        damping: float = 0.0,
-        cg_max_iter: int | None = None,
-        max_iter: int = 20,
-        max_eval: int | None = None,
-        tolerance_grad: float = 1e-7,
-        tolerance_change: float = 1e-9,
-        line_search: str = "strong-wolfe",
-        c1: float = 1e-4,
-        c2: float = 0.9,
-    ) -> None:
-        if not (isinstance(lr, (int, float)) and lr > 0):
-            raise ConfigError(f"Invalid learning rate: {lr!r}; lr (the first trial step) must be > 0")
-        if not (isinstance(damping, (int, float)) and damping >= 0 and math.isfinite(damping)):
-            raise ConfigError(f"Invalid damping: {damping!r}; the alpha of eq. 8.28 must be >= 0")
+    def __init__(self, params, lr: float = 1.0, damping: float = 0.0, cg_max_iter: int | None = None,
+                 max_iter: int = 20, max_eval: int | None = None, tolerance_grad: float = 1e-7,
+                 tolerance_change: float = 1e-9, line_search: str = "strong-wolfe", c1: float = 1e-4,
+                 c2: float = 0.9) -> None:
+        lr = check_positive("learning rate", lr)  # the first trial step
+        damping = check_nonnegative("damping", damping)  # the alpha of eq. 8.28
         if cg_max_iter is not None and (not isinstance(cg_max_iter, int) or cg_max_iter < 1):
             raise ConfigError(f"Invalid cg_max_iter: {cg_max_iter!r}; it must be an integer >= 1 or None")
-        super().__init__(
-            params, dict(lr=lr, damping=damping, cg_max_iter=cg_max_iter),
-            max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
-            tolerance_change=tolerance_change, line_search=line_search, c1=c1, c2=c2,
-        )
+        defaults = dict(lr=lr, damping=damping, cg_max_iter=cg_max_iter)
+        super().__init__(params, defaults, max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
+                         tolerance_change=tolerance_change, line_search=line_search, c1=c1, c2=c2)
 
     def _direction(self, state: dict, g: Tensor) -> Tensor:
         obj = self._objective

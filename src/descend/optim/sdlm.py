@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from descend.errors import ConfigError, OptimizationError
+from descend.optim._common import check_lr
 
 __all__ = ["SDLM", "sdlm"]
 
@@ -76,18 +77,9 @@ class SDLM(torch.optim.Optimizer):
     needs_closure = True
     needs_create_graph = True
 
-    def __init__(
-        self,
-        params,
-        lr: float = 0.01,
-        mu: float = 0.1,
-        beta: float = 0.99,
-        update_every: int = 1,
-        seed: int = 0,
-        foreach: bool | None = None,
-    ) -> None:
-        if not (isinstance(lr, (int, float)) and lr >= 0 and math.isfinite(lr)):
-            raise ConfigError(f"Invalid learning rate: {lr!r}; lr must be >= 0 and finite")
+    def __init__(self, params, lr: float = 0.01, mu: float = 0.1, beta: float = 0.99, update_every: int = 1,
+                 seed: int = 0, foreach: bool | None = None) -> None:
+        lr = check_lr(lr)
         if not (isinstance(mu, (int, float)) and mu > 0 and math.isfinite(mu)):
             raise ConfigError(f"Invalid mu: {mu!r}; the damping mu must be > 0 (it bounds each rate by lr/mu)")
         if not (isinstance(beta, (int, float)) and 0 <= beta < 1):

@@ -5,19 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from descend.optim._common import (
-    apply_weight_decay,
-    check_foreach,
-    check_lr,
-    check_nonnegative,
-    evaluate_closure,
-    gather,
-    grouped,
-    use_foreach,
-)
+from descend.optim.first_order import FirstOrderOptimizer
 
 
-class SGD(torch.optim.Optimizer):
+class SGD(FirstOrderOptimizer):
     r"""Stochastic gradient descent, Algorithm 8.1.
 
     .. code-block:: text
@@ -43,67 +34,18 @@ class SGD(torch.optim.Optimizer):
             result for plain SGD up to rounding; matters for the adaptive methods).
         foreach: ``torch._foreach_*`` multi-tensor path (default) or a per-tensor loop;
             both give identical numbers.
-
-    Data-parallel: DDP-safe. The update is element-wise in the gradient, which DDP has
-    averaged over ranks before ``step``, so every rank keeps the same parameters and state
-    (the Trainer under torchrun; see ``descend.train.distributed``).
     """
 
-    def __init__(
-        self,
-        params,
-        lr: float = 0.01,
-        weight_decay: float = 0.0,
-        decoupled_weight_decay: bool = False,
-        *,
-        foreach: bool | None = None,
-    ) -> None:
-        defaults = dict(
-            lr=check_lr(lr),
-            weight_decay=check_nonnegative("weight_decay", weight_decay),
-            decoupled_weight_decay=bool(decoupled_weight_decay),
-            foreach=check_foreach(foreach),
-        )
-        super().__init__(params, defaults)
+    def __init__(self, params, lr: float = 0.01, weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
+                 *, foreach: bool | None = None) -> None:
+        super().__init__(params, lr=lr, weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
+                         foreach=foreach)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = evaluate_closure(closure)
-        for group in self.param_groups:
-            params, grads = gather(self, group)
-            sgd(
-                params,
-                grads,
-                lr=group["lr"],
-                weight_decay=group["weight_decay"],
-                decoupled_weight_decay=group["decoupled_weight_decay"],
-                foreach=use_foreach(group["foreach"], params),
-            )
-        return loss
-
-
-def sgd(
-    params: list[Tensor],
-    grads: list[Tensor],
-    *,
-    lr: float,
-    weight_decay: float,
-    decoupled_weight_decay: bool,
-    foreach: bool,
-) -> None:
-    """Functional form of Algorithm 8.1: ``theta <- theta - lr * g`` for every tensor."""
-    if not params:
-        return
-    if not foreach:
+    @staticmethod
+    def _single_tensor(params: list[Tensor], grads: list[Tensor], *, lr: float) -> None:
         for p, g in zip(params, grads):
-            (g,) = apply_weight_decay(
-                [p], [g], lr=lr, weight_decay=weight_decay, decoupled=decoupled_weight_decay, foreach=False
-            )
-            p.add_(g, alpha=-lr)
-        return
-    for device_params, device_grads in grouped([params, grads]):
-        device_grads = apply_weight_decay(
-            device_params, device_grads, lr=lr, weight_decay=weight_decay,
-            decoupled=decoupled_weight_decay, foreach=True,
-        )
-        torch._foreach_add_(device_params, device_grads, alpha=-lr)
+            p.add_(g, alpha=-lr)  # theta <- theta - eps g
+
+    @staticmethod
+    def _multi_tensor(params: list[Tensor], grads: list[Tensor], *, lr: float) -> None:
+        torch._foreach_add_(params, grads, alpha=-lr)
