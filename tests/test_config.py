@@ -25,8 +25,10 @@ def test_a_saved_run_config_is_not_merged_into_the_current_default(tmp_path):
     from descend import runs
 
     path = tmp_path / "config.toml"
-    path.write_text('seed = 3\n[model]\nname = "nielsen"\nconv = [20, 40]\nhidden = [1000, 1000]\n'
-                    'dropout = 0.5\n[train]\nepochs = 12\n')
+    path.write_text('seed = 3\nrun_dir = ""\ndevice = "cpu"\n[data]\nlimit = 100\n'
+                    '[model]\nname = "nielsen"\nconv = [20, 40]\nhidden = [1000, 1000]\n'
+                    'dropout = 0.5\n[optimizer]\nname = "sgd"\nlr = 0.1\n[schedule]\nname = "constant"\n'
+                    '[train]\nepochs = 12\n')
     c = cfg.load_saved(path, ["train.epochs=13"])
     assert c.model == {"name": "nielsen", "conv": [20, 40], "hidden": [1000, 1000], "dropout": 0.5}
     assert c.seed == 3 and c.train.epochs == 13
