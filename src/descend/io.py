@@ -76,7 +76,7 @@ def disk_error(exc: BaseException, path: str | os.PathLike) -> DiskError | None:
     path = Path(path)
     kept = f"; the previous {path.name} is unchanged" if path.exists() else ""
     err = DiskError(f"cannot write {path}: {os.strerror(code)}{kept}; {DISK_ERRORS[code]}")
-    err.errno, err.filename = code, str(path)
+    err.errno = code  # (no .filename: OSError would then print "[Errno N] None: path" instead of the message)
     return err
 
 

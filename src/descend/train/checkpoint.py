@@ -16,13 +16,15 @@ A copy of the metadata is written beside it as ``.json`` for people and tools to
 
 Loading trusts nothing in the file: a digest that does not match (flipped bits, a
 truncated or edited file) and a skeleton of the wrong shape are CheckpointErrors naming
-the file and the key; :func:`load_state` with ``schema=TRAINING_STATE`` also checks the
+the file and the key. :func:`load_state` with ``schema=TRAINING_STATE`` also checks the
 keys and types the Trainer reads (``epoch`` and ``global_step`` non-negative integers,
-...). Checkpoints of the first format (``descend-checkpoint-1``) predate digests: they
-are accepted after the same structural checks, with a warning, so older runs still
-resume (their next checkpoint carries a digest). A file of the current format without
-a digest has been altered and is refused. Weights files (:func:`save_weights`) carry
-the same digest; weights files without one (older versions) load as before.
+...), and with ``template=trainer.state_dict()`` the structure below them.
+
+Checkpoints of the first format (``descend-checkpoint-1``) predate digests: they are
+accepted after the same structural checks, with a warning, so older runs still resume
+(their next checkpoint carries a digest). A file of the current format without a
+digest has been altered and is refused. Weights files (:func:`save_weights`) carry the
+same digest; weights files without one (older versions) load as before.
 """
 
 from __future__ import annotations
@@ -193,12 +195,19 @@ def _describe(kind: Any) -> str:
     return {int: "an integer", list: "a list", dict: "a table (dict)", torch.Tensor: "a tensor"}.get(kind, str(kind))
 
 
+def _is_leaf(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_is_leaf(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str, torch.Tensor))
+
+
 def check_state(state: Any, schema: dict[str, tuple[Any, bool]], path: str | os.PathLike = "checkpoint") -> None:
     """Check ``state`` against ``schema`` (``key -> (type, required)``); a CheckpointError names the key.
 
     For :data:`TRAINING_STATE` it also checks what the Trainer hands to PyTorch: the
-    model's entries are tensors, the optimizer's ``param_groups`` are tables whose
-    ``params`` are integer lists, the RNG states are byte tensors (the CPU one of the
+    model's entries are tensors, the optimizer's per-parameter states are tables of
+    tensors, numbers and flags, its ``param_groups`` are tables whose ``params`` are
+    integer lists, the RNG states are byte tensors (the CPU one of the
     size ``torch.get_rng_state()`` has), ``history`` is a list of tables.
     """
     def bad(key: str, kind: str, value: Any) -> CheckpointError:
@@ -236,6 +245,12 @@ def check_state(state: Any, schema: dict[str, tuple[Any, bool]], path: str | os.
     optimizer = state["optimizer"]
     if not isinstance(optimizer.get("state"), dict):
         raise bad("optimizer.state", "a table (dict)", optimizer.get("state"))
+    for index, entry in optimizer["state"].items():
+        if not isinstance(entry, dict):
+            raise bad(f"optimizer.state.{index}", "a table (the state of one parameter)", entry)
+        for key, value in entry.items():
+            if not _is_leaf(value):
+                raise bad(f"optimizer.state.{index}.{key}", "a tensor, number, flag or a list of them", value)
     groups = optimizer.get("param_groups")
     if not isinstance(groups, list):
         raise bad("optimizer.param_groups", "a list", groups)
@@ -260,6 +275,65 @@ def check_state(state: Any, schema: dict[str, tuple[Any, bool]], path: str | os.
                       value)
 
 
+def _kind(value: Any) -> str | None:
+    """The kind a template value asks for (None: anything)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, torch.Tensor):
+        return "a tensor"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return "a table (dict)" if isinstance(value, dict) else None
+
+
+def _is(value: Any, kind: str) -> bool:
+    return {
+        "true or false": lambda v: isinstance(v, bool),
+        "a number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "a string": lambda v: isinstance(v, str),
+        "a tensor": lambda v: isinstance(v, torch.Tensor),
+        "a list": lambda v: isinstance(v, (list, tuple)),
+        "a table (dict)": lambda v: isinstance(v, dict),
+    }[kind](value)
+
+
+def check_template(state: Any, template: Any, path: str | os.PathLike = "checkpoint", where: str = "") -> None:
+    """Check that ``state`` has the structure of ``template`` (e.g. the state_dict of the Trainer
+    about to load it): the template's keys, and values of the same kinds (numbers, strings,
+    booleans, tensors, lists, tables); lists are compared item by item as far as both go.
+
+    A template value of None accepts anything; keys whose template value is a flag (a
+    boolean or None) may be missing, as optimizers fill those in with their defaults.
+    """
+    kind = _kind(template)
+    if kind is None:
+        return
+    if not _is(state, kind):
+        shown = f"a tensor of shape {tuple(state.shape)}" if isinstance(state, torch.Tensor) else f"{state!r:.80}"
+        raise CheckpointError(
+            f"{path}: checkpoint key {where or 'state'!r} must be {kind} (as in the state it is loaded into), "
+            f"got {shown}; the checkpoint was edited or comes from another configuration"
+        )
+    if isinstance(template, dict):
+        for key, value in template.items():
+            if key in state:
+                check_template(state[key], value, path, f"{where}.{key}" if where else str(key))
+            elif value is not None and not isinstance(value, bool):
+                raise CheckpointError(
+                    f"{path}: checkpoint key {f'{where}.{key}' if where else key!r} is missing (the state it is "
+                    "loaded into has it); the checkpoint was edited or comes from another configuration"
+                )
+    elif isinstance(template, (list, tuple)):
+        for i, (item, value) in enumerate(zip(state, template)):
+            check_template(item, value, path, f"{where}.{i}")
+
+
 # ------------------------------------------------------------------ files
 def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write ``state`` as one safetensors file with its digest (+ a readable ``.json`` twin), atomically."""
@@ -271,10 +345,13 @@ def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
     atomic_write_json(path.with_suffix(".json"), {"format": FORMAT, "state": skeleton})
 
 
-def load_state(path: str | os.PathLike, schema: dict[str, tuple[Any, bool]] | None = None) -> dict[str, Any]:
+def load_state(path: str | os.PathLike, schema: dict[str, tuple[Any, bool]] | None = None,
+               template: Any = None) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_state`, verifying its digest and skeleton.
 
-    ``schema`` (e.g. :data:`TRAINING_STATE`) also checks the top-level keys and types.
+    ``schema`` (e.g. :data:`TRAINING_STATE`) also checks the top-level keys and types;
+    ``template`` (e.g. the ``state_dict()`` of the Trainer that will load it) the
+    structure below them (:func:`check_template`).
     """
     path = Path(path)
     if not path.is_file():
@@ -309,6 +386,8 @@ def load_state(path: str | os.PathLike, schema: dict[str, tuple[Any, bool]] | No
         raise CheckpointError(f"{path}: {exc}") from None
     if schema is not None:
         check_state(state, schema, path)
+    if template is not None:
+        check_template(state, template, path)
     return state
 
 
