@@ -9,7 +9,9 @@ hundred inputs) and long fuzzing runs (a loop over seeds):
     try_config(data, directory, saved)   -> "valid" | "parse" | "check": where it ended
     random_override(rng)                 -> str: a ``--set key=value`` with an odd key or value
     try_overrides(overrides)             -> "valid" | "check"
-    valid_checkpoint()                   -> bytes: a real Trainer's checkpoint file
+    small_trainer(epochs)                -> a small Trainer on random data
+    valid_checkpoint()                   -> bytes: its checkpoint after training
+
     mutate_checkpoint(data, rng)         -> bytes: a mutated checkpoint file
     try_checkpoint(data, directory)      -> "valid" | "parse" | "check": where it ended
 
@@ -201,13 +203,10 @@ def try_config(data: bytes, directory: str | Path, saved: bool = False) -> str:
 
 
 # ------------------------------------------------------------------ checkpoints
-@functools.lru_cache(maxsize=1)
-def _checkpoint_bytes() -> bytes:
-    import tempfile
-
+def small_trainer(epochs: int = 2):
+    """A small Trainer (MLP with batch norm, SGD with momentum, OneCycleLR, EarlyStopping) on random data."""
     from descend.data import Splits, TensorPair
     from descend.train import EarlyStopping, Trainer
-    from descend.train.checkpoint import save_state
 
     g = torch.Generator().manual_seed(0)
     pair = TensorPair(torch.randn(48, 1, 4, 4, generator=g), torch.randint(0, 3, (48,), generator=g))
@@ -215,13 +214,27 @@ def _checkpoint_bytes() -> bytes:
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.BatchNorm1d(8),
                                 torch.nn.ReLU(), torch.nn.Linear(8, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=6)
-    trainer = Trainer(model, opt, Splits(pair, pair), epochs=2, batch_size=16, scheduler=sched, quiet=True,
-                      callbacks=[EarlyStopping(patience=3)], evaluate_test=False, checkpoint=False)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=3 * epochs)
+    return Trainer(model, opt, Splits(pair, pair), epochs=epochs, batch_size=16, scheduler=sched, quiet=True,
+                   callbacks=[EarlyStopping(patience=3)], evaluate_test=False, checkpoint=False)
+
+
+@functools.lru_cache(maxsize=1)
+def _checkpoint_bytes() -> bytes:
+    import tempfile
+
+    from descend.train.checkpoint import save_state
+
+    trainer = small_trainer()
     trainer.fit()
     with tempfile.TemporaryDirectory() as d:
         save_state(Path(d) / "checkpoint.safetensors", trainer.state_dict())
         return (Path(d) / "checkpoint.safetensors").read_bytes()
+
+
+@functools.lru_cache(maxsize=1)
+def _template() -> dict[str, Any]:
+    return small_trainer().state_dict()
 
 
 def valid_checkpoint() -> bytes:
@@ -370,13 +383,13 @@ def mutate_checkpoint(data: bytes, rng: random.Random) -> bytes:
 
 
 def try_checkpoint(data: bytes, directory: str | Path) -> str:
-    """Load ``data`` as a Trainer checkpoint (digest, skeleton and TRAINING_STATE checks)."""
+    """Load ``data`` as a Trainer checkpoint (digest, skeleton, TRAINING_STATE and template checks)."""
     from descend.train.checkpoint import TRAINING_STATE, load_state
 
     path = Path(directory) / "checkpoint.safetensors"
     path.write_bytes(data)
     try:
-        state = load_state(path, schema=TRAINING_STATE)
+        state = load_state(path, schema=TRAINING_STATE, template=_template())
     except DescendError as exc:
         return "parse" if "not a readable safetensors" in str(exc) else "check"
     assert isinstance(state, dict)

@@ -408,8 +408,8 @@ def load_weights(path: str | os.PathLike, model: torch.nn.Module) -> None:
     if not path.is_file():
         raise CheckpointError(f"no weights at {path}; is this a finished descend run directory?")
     tensors, metadata = _read(path, "weights file")
-    unknown = sorted(k for k in metadata if k.startswith("descend") and k not in (META_KEY, DIGEST_KEY))
-    if unknown:
+    unknown = sorted(k for k in metadata if k not in (META_KEY, DIGEST_KEY))
+    if (META_KEY in metadata or DIGEST_KEY in metadata) and unknown:  # a file descend wrote, edited
         raise CheckpointError(f"{path} has metadata keys descend does not write ({', '.join(map(repr, unknown))}); "
                               "it is damaged")
     if DIGEST_KEY in metadata:
