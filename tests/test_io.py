@@ -188,8 +188,8 @@ def strace_works() -> bool:
 def test_temp_files_of_writes_killed_before_their_rename_are_found(tmp_path, writer):
     """strace kills the writer at its rename: exactly what a kill during a write leaves."""
     code = {
-        "safetensors": "import torch; from safetensors.torch import save_file; "
-                       f"save_file({{'a': torch.ones(4)}}, {str(tmp_path / 'w.safetensors')!r})",
+        "safetensors": "import numpy; from safetensors.numpy import save_file; "  # the same Rust writer, no torch import
+                       f"save_file({{'a': numpy.ones(4)}}, {str(tmp_path / 'w.safetensors')!r})",
         "descend": "import torch; from descend.train.checkpoint import save_state; "
                    f"save_state({str(tmp_path / 'checkpoint.safetensors')!r}, {{'a': torch.ones(4)}})",
     }[writer]
