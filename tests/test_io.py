@@ -102,6 +102,14 @@ def test_a_disk_error_creating_the_folder_is_a_disk_error(tmp_path, monkeypatch)
         atomic_write_text(tmp_path / "sub" / "x.txt", "x")
 
 
+def test_ensure_dir_reports_disk_errors(tmp_path, monkeypatch):
+    assert io.ensure_dir(tmp_path / "a" / "b").is_dir()
+    monkeypatch.setattr(io.Path, "mkdir", oserror(errno.EACCES))
+    with pytest.raises(DiskError, match="no permission") as info:
+        io.ensure_dir(tmp_path / "run")
+    assert str(tmp_path / "run") in str(info.value)
+
+
 def test_a_rust_writer_reporting_a_full_disk_is_a_disk_error(tmp_path):
     """safetensors reports I/O failures as SafetensorError("... (os error 28)")."""
     p = tmp_path / "w.safetensors"

@@ -74,10 +74,20 @@ def disk_error(exc: BaseException, path: str | os.PathLike) -> DiskError | None:
     if code not in DISK_ERRORS:
         return None
     path = Path(path)
-    kept = f"; the previous {path.name} is unchanged" if path.exists() else ""
+    kept = f"; the previous {path.name} is unchanged" if os.path.isfile(path) else ""
     err = DiskError(f"cannot write {path}: {os.strerror(code)}{kept}; {DISK_ERRORS[code]}")
     err.errno = code  # (no .filename: OSError would then print "[Errno N] None: path" instead of the message)
     return err
+
+
+def ensure_dir(path: str | os.PathLike) -> Path:
+    """Create the folder ``path`` (and its parents) if needed; a disk error is a DiskError."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise disk_error(exc, path) or exc from None
+    return path
 
 
 def _fsync_dir(folder: Path) -> None:
