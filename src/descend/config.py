@@ -323,7 +323,7 @@ def load_saved(path: str | Path, overrides: list[str] = ()) -> Config:
     default was another network rebuilds its own network on resume and evaluate (options
     its ``[model]`` table leaves out take the model constructor's defaults, as they did).
     """
-    values = read_toml(path)
+    values = read_toml(path, saved=True)
     missing = [key for key in SAVED_KEYS if key not in values]
     if missing:
         raise ConfigError(
@@ -355,11 +355,12 @@ def _bundled(name: str) -> dict[str, Any]:
     return _parse(files("descend").joinpath(f"configs/{name}.toml").read_text(encoding="utf-8"), f"{name}.toml")
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
+def read_toml(path: str | Path, saved: bool = False) -> dict[str, Any]:
     """A TOML file as a dict; ``path`` may be a bundled config's name (``mnist-fast``).
 
     A file that cannot be read, is not UTF-8 text, is not TOML or sets nothing (empty,
-    only comments) is a ConfigError naming it.
+    only comments) is a ConfigError naming it (``saved``: a run's ``config.toml``, for
+    the message).
     """
     path = Path(path)
     if path.is_file():
@@ -376,10 +377,10 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             ) from None
         values = _parse(text, path)
         if not values:
-            raise ConfigError(
-                f"config file {path} is empty (it sets no key); write the keys that differ from the default "
-                "run, or leave out --config to train the default run"
-            )
+            fix = ("a run's saved config lists every key, so this one is damaged: restore it or start a new run"
+                   if saved else "write the keys that differ from the default run, or leave out --config to "
+                   "train the default run")
+            raise ConfigError(f"config file {path} is empty (it sets no key); {fix}")
         return values
     if path.is_dir():
         raise ConfigError(f"config file {path} is a folder; pass a .toml file (or a run directory to --resume)")
