@@ -6,7 +6,7 @@ less the umask, so ``0644`` under the usual umask ``022``), then renamed over th
 target with ``os.replace`` (atomic on POSIX and Windows). A crash or Ctrl-C leaves
 either the old file or the new one, never a truncated mix; an exception removes the
 temporary file, and only a kill can leave one behind, which
-:func:`remove_temp_files` clears (a resumed run calls it on its directory).
+:func:`remove_temp_files` clears (call it on a run directory before resuming it).
 
 A full disk, a read-only file system, an exhausted quota or a folder without write
 permission is a :class:`~descend.errors.DiskError` naming the file and the fix; the

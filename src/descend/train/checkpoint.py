@@ -157,7 +157,7 @@ def _verify(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, st
         raise CheckpointError(
             f"{path} is corrupted: tensor data does not match its digest (SHA-256 of the tensors and the "
             f"metadata, stored {stored[:16]!r}..., computed {actual[:16]}...); the file changed after it was "
-            f"written (disk or copy error, or an edit): delete it and {what}"
+            f"written (disk or copy error, or an edit): {what}"
         )
 
 
@@ -365,7 +365,7 @@ def load_state(path: str | os.PathLike, schema: dict[str, tuple[Any, bool]] | No
             f"{path} has metadata keys descend does not write ({', '.join(map(repr, unknown))}); "
             "it is damaged or not a descend checkpoint"
         )
-    redo = "resume from an earlier copy, or start the run over"
+    redo = "restore an earlier copy of it, or delete it to start the run over"
     if DIGEST_KEY in metadata:
         _verify(path, tensors, metadata, redo)
     skeleton = _parse_json(metadata[META_KEY], path, META_KEY)
@@ -413,7 +413,7 @@ def load_weights(path: str | os.PathLike, model: torch.nn.Module) -> None:
         raise CheckpointError(f"{path} has metadata keys descend does not write ({', '.join(map(repr, unknown))}); "
                               "it is damaged")
     if DIGEST_KEY in metadata:
-        _verify(path, tensors, metadata, "train the run again (descend train)")
+        _verify(path, tensors, metadata, "restore an earlier copy of it, or train the run again (descend train)")
     if META_KEY in metadata and not isinstance(_parse_json(metadata[META_KEY], path, META_KEY), dict):
         raise CheckpointError(f"{path}: the 'descend' metadata of a weights file must be a JSON table")
     try:
