@@ -26,7 +26,7 @@ OUTCOMES: collections.Counter = collections.Counter()
 
 
 @given(seed=st.integers(0, 2**32 - 1), base=st.integers(0, len(BASES) - 1))
-@settings(max_examples=150, deadline=None, database=None)
+@settings(max_examples=150, deadline=None, database=None, derandomize=True)
 def test_mutated_config_files_end_in_a_config_error_or_a_config(tmp_path_factory, seed, base):
     name, data = BASES[base]
     mutated = fi.mutate_config(data, random.Random(seed))
@@ -43,7 +43,7 @@ def test_most_mutated_files_get_past_the_parser():
 
 
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 3))
-@settings(max_examples=150, deadline=None, database=None)
+@settings(max_examples=150, deadline=None, database=None, derandomize=True)
 def test_odd_overrides_end_in_a_config_error_or_a_config(seed, n):
     rng = random.Random(seed)
     assert fi.try_overrides([fi.random_override(rng) for _ in range(n)]) in ("valid", "check")
