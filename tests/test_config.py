@@ -25,8 +25,10 @@ def test_a_saved_run_config_is_not_merged_into_the_current_default(tmp_path):
     from descend import build
 
     path = tmp_path / "config.toml"
-    path.write_text('seed = 3\n[model]\nname = "nielsen"\nconv = [20, 40]\nhidden = [1000, 1000]\n'
-                    'dropout = 0.5\n[train]\nepochs = 12\n')
+    path.write_text('seed = 3\nrun_dir = ""\ndevice = "cpu"\n[data]\nlimit = 100\n'
+                    '[model]\nname = "nielsen"\nconv = [20, 40]\nhidden = [1000, 1000]\n'
+                    'dropout = 0.5\n[optimizer]\nname = "sgd"\nlr = 0.1\n[schedule]\nname = "constant"\n'
+                    '[train]\nepochs = 12\n')
     c = cfg.load_saved(path, ["train.epochs=13"])
     assert c.model == {"name": "nielsen", "conv": [20, 40], "hidden": [1000, 1000], "dropout": 0.5}
     assert c.seed == 3 and c.train.epochs == 13
@@ -183,3 +185,95 @@ def test_bundled_configs_build_their_networks():
     for name in cfg.bundled():
         model = build.build_model(cfg.load(name), (1, 28, 28), 10).eval()
         assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10), name
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"", "is empty"),
+    (b"\n  \n# nothing but a comment\n", "is empty"),
+    (b"seed = 1\n\xff\xfe\x00\x01binary", "not UTF-8"),
+    ("seed = 1 # caf\u00e9\n".encode("latin-1"), "not UTF-8"),
+    ("seed = 1\n".encode("utf-16"), "not UTF-8"),
+    (b"\x00\x01\x02\x03" * 8, "not valid TOML"),
+    (b"a = " + b"[" * 5000, "not valid TOML"),
+])
+@pytest.mark.parametrize("saved", [False, True])
+def test_empty_binary_and_non_utf8_files_are_refused_naming_the_file(tmp_path, content, fragment, saved):
+    path = tmp_path / "config.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=fragment) as info:
+        cfg.load_saved(path) if saved else cfg.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_unreadable_files_and_folders_are_refused(tmp_path, monkeypatch):
+    path = tmp_path / "config.toml"
+    path.write_text("seed = 1\n")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(type(path), "read_bytes", denied)
+    with pytest.raises(ConfigError, match="cannot read config file .*Permission denied"):
+        cfg.load_saved(path)
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match="is a folder"):
+        cfg.load(tmp_path)
+
+
+def test_a_saved_config_missing_a_table_is_refused(tmp_path):
+    full = cfg.to_toml(cfg.load(overrides=["data.limit=1000"]))
+    path = tmp_path / "config.toml"
+    path.write_text(full[:full.index("[data]")])  # the file cut off before its tables
+    with pytest.raises(ConfigError, match="lacks data, model, optimizer, schedule, train"):
+        cfg.load_saved(path)
+    path.write_text(full)
+    assert cfg.load_saved(path).data.limit == 1000
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("seed=99999999999999999999", "seed = 99999999999999999999 does not fit in a 64-bit integer"),
+    ("seed=-99999999999999999999", "seed = -99999999999999999999 does not fit"),
+    (f"seed={cfg.SEED_MAX + 1}", "seed = 134217728 is out of range"),
+    ("seed=-1", "seed = -1 is out of range"),
+    ("train.epochs=1000000000000", "train.epochs = 1000000000000 is out of range"),
+    ("train.batch_size=0", "train.batch_size = 0 is out of range"),
+    ("data.limit=9223372036854775808", "data.limit = 9223372036854775808 does not fit"),
+    ("model.hidden=[100, 1000000000000000000000]", r"model.hidden\[1\] = 1000000000000000000000 does not fit"),
+    ("optimizer.lr=nan", "optimizer.lr = nan is not a number"),
+    ("train.ema_decay=nan", "train.ema_decay = nan is not a number"),
+    ("optimizer.lr=inf", "optimizer.lr = inf must be a finite number"),
+    ("model.dropout=-inf", "model.dropout = -inf must be a finite number"),
+    ("train.ema_decay=inf", "out of range"),
+    ("seed=nan", "seed = nan is not a number"),
+    ("seed=inf", "seed must be an integer"),
+])
+def test_out_of_range_numbers_name_the_key(override, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        cfg.load(overrides=[override])
+
+
+def test_numbers_in_files_are_checked_like_overrides(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("seed = 9223372036854775807\n")  # TOML's largest integer: a valid integer, not a valid seed
+    with pytest.raises(ConfigError, match="seed = 9223372036854775807 is out of range"):
+        cfg.load(path)
+    path.write_text("[optimizer]\nlr = nan\n")
+    with pytest.raises(ConfigError, match="optimizer.lr = nan"):
+        cfg.load(path)
+
+
+def test_the_largest_seed_seeds_every_generator_a_run_makes():
+    """Every ensemble member (seed + 999), epoch (up to 100,000) and data-parallel rank."""
+    import torch
+
+    from descend.train import distributed
+    from descend.train.trainer import epoch_generator
+
+    c = cfg.load(overrides=[f"seed={cfg.SEED_MAX}"])
+    seed = c.seed + cfg.RANGES["train.ensemble"][1] - 1
+    epoch = cfg.RANGES["train.epochs"][1]
+    for stream in range(3):
+        epoch_generator(seed, epoch, stream)
+    torch.manual_seed(distributed.rank_seed(seed, epoch, 1 << 16))
+    torch.manual_seed(seed)
+    torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""Run configurations: TOML files validated against a schema (SPEC S2).
+"""Run configurations: TOML files validated against a schema.
 
 A config has top-level keys and six tables::
 
@@ -21,7 +21,9 @@ for ``model`` and ``schedule``. The fixed tables are dataclasses below; the opti
 a model, optimizer or schedule are checked against the signature of its constructor,
 so every class in ``descend.models.MODELS`` / ``descend.optim.OPTIMIZERS`` is usable
 by name. Unknown keys, wrong types and out-of-range values raise ConfigError naming
-the key and what is allowed (with a "did you mean" for typos).
+the key and what is allowed (with a "did you mean" for typos); so do integers that do
+not fit in 64 bits (TOML's integers) and NaN anywhere. A config file that is empty,
+unreadable or not UTF-8 text is a ConfigError naming the file, never the default run.
 """
 
 from __future__ import annotations
@@ -146,7 +148,13 @@ CHOICES = {
     "init.nonlinearity": ("", "linear", "sigmoid", "tanh", "relu", "leaky_relu", "selu"),
     "init.output_bias": ("zero", "marginals"),
 }
+# The largest seed: per-epoch generators are seeded with ((seed * 1_000_003 + epoch) * 7
+# + stream) and data-parallel ranks with that times 10_007 plus the rank, which must stay
+# below 2**64 (torch.manual_seed) for every ensemble member (seed + 999) and epoch.
+SEED_MAX = 2**27 - 1
+INT64 = (-(2**63), 2**63 - 1)
 RANGES = {  # key: (low, high), inclusive
+    "seed": (0, SEED_MAX),
     "data.limit": (0, math.inf),
     "data.eval_limit": (0, math.inf),
     "data.max_shift": (0, 27),
@@ -195,6 +203,29 @@ def check_value(key: str, value: Any, expected: Any) -> Any:
     return value
 
 
+def _check_range(key: str, value: Any) -> None:
+    if key in RANGES:
+        low, high = RANGES[key]
+        if not low <= value <= high:
+            raise ConfigError(f"{key} = {value!r} is out of range; it must be in [{low}, {high}]")
+
+
+def check_numbers(key: str, value: Any) -> None:
+    """Refuse integers beyond 64 bits and NaN anywhere in ``value`` (tables and lists included)."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+        raise ConfigError(f"{key} = {value} does not fit in a 64-bit integer (TOML's integers); use a smaller value")
+    if isinstance(value, float) and math.isnan(value):
+        raise ConfigError(f"{key} = nan is not a number; give a finite value")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_numbers(f"{key}.{k}" if key else str(k), v)
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            check_numbers(f"{key}[{i}]", v)
+
+
 def _fill_dataclass(cls: type, values: dict[str, Any], prefix: str) -> Any:
     hints = get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
@@ -206,10 +237,7 @@ def _fill_dataclass(cls: type, values: dict[str, Any], prefix: str) -> Any:
         kwargs[key] = check_value(full, value, hints[key])
         if full in CHOICES and value not in CHOICES[full]:
             raise ConfigError(f"{full} = {value!r} is not allowed; choose one of {', '.join(CHOICES[full])}")
-        if full in RANGES:
-            low, high = RANGES[full]
-            if not low <= kwargs[key] <= high:
-                raise ConfigError(f"{full} = {value!r} is out of range; it must be in [{low}, {high}]")
+        _check_range(full, kwargs[key])
     return cls(**kwargs)
 
 
@@ -223,6 +251,9 @@ def _named_table(key: str, value: Any) -> dict[str, Any]:
 
 def from_dict(values: dict[str, Any]) -> Config:
     """Validate a nested dict (as read from TOML) into a Config."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"a config must be a table of keys, got {values!r:.60}")
+    check_numbers("", values)
     top = {f.name: f for f in dataclasses.fields(Config)}
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
@@ -239,6 +270,7 @@ def from_dict(values: dict[str, Any]) -> Config:
             kwargs[key] = _named_table(key, value)
         else:
             kwargs[key] = check_value(key, value, get_type_hints(Config)[key])
+            _check_range(key, kwargs[key])
     config = Config(**kwargs)
     check_device(config.device)
     validate_components(config)
@@ -280,6 +312,10 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     return from_dict(values)
 
 
+# Keys every run's config.toml has had (to_toml writes all of Config's fields).
+SAVED_KEYS = ("seed", "run_dir", "device", "data", "model", "optimizer", "schedule", "train")
+
+
 def load_saved(path: str | Path, overrides: list[str] = ()) -> Config:
     """The resolved config a run directory saved (``config.toml``), with ``key=value`` overrides.
 
@@ -287,7 +323,13 @@ def load_saved(path: str | Path, overrides: list[str] = ()) -> Config:
     default was another network rebuilds its own network on resume and evaluate (options
     its ``[model]`` table leaves out take the model constructor's defaults, as they did).
     """
-    values = read_toml(path)
+    values = read_toml(path, saved=True)
+    missing = [key for key in SAVED_KEYS if key not in values]
+    if missing:
+        raise ConfigError(
+            f"{path} lacks {', '.join(missing)}; a run's saved config is complete, so this one is damaged "
+            "or was not written by descend train (restore it, or start a new run)"
+        )
     for item in overrides:
         apply_override(values, item)
     return from_dict(values)
@@ -303,7 +345,7 @@ def bundled() -> list[str]:
 def _parse(text: str, origin: str | Path) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise ConfigError(f"{origin} is not valid TOML: {exc}") from None
 
 
@@ -313,11 +355,35 @@ def _bundled(name: str) -> dict[str, Any]:
     return _parse(files("descend").joinpath(f"configs/{name}.toml").read_text(encoding="utf-8"), f"{name}.toml")
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """A TOML file as a dict; ``path`` may be a bundled config's name (``mnist-fast``)."""
+def read_toml(path: str | Path, saved: bool = False) -> dict[str, Any]:
+    """A TOML file as a dict; ``path`` may be a bundled config's name (``mnist-fast``).
+
+    A file that cannot be read, is not UTF-8 text, is not TOML or sets nothing (empty,
+    only comments) is a ConfigError naming it (``saved``: a run's ``config.toml``, for
+    the message).
+    """
     path = Path(path)
     if path.is_file():
-        return _parse(path.read_text(encoding="utf-8"), path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}; check its permissions") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"config file {path} is not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); "
+                "a config is a TOML text file: save it as UTF-8"
+            ) from None
+        values = _parse(text, path)
+        if not values:
+            fix = ("a run's saved config lists every key, so this one is damaged: restore it or start a new run"
+                   if saved else "write the keys that differ from the default run, or leave out --config to "
+                   "train the default run")
+            raise ConfigError(f"config file {path} is empty (it sets no key); {fix}")
+        return values
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; pass a .toml file (or a run directory to --resume)")
     if path.suffix in ("", ".toml") and path.parent == Path(".") and path.stem in bundled():
         return _bundled(path.stem)
     raise ConfigError(f"config file {path} does not exist; bundled configs: {', '.join(bundled())}")
@@ -332,7 +398,7 @@ def parse_value(text: str) -> Any:
     """A TOML value (``3``, ``0.1``, ``true``, ``[20, 40]``, ``"x"``); bare words are strings."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
 
 
@@ -410,6 +476,8 @@ def validate_components(config: Config) -> None:
                         raise ConfigError(f"{kind}.{key} must be a list, got {value!r}")
                 else:
                     table[key] = check_value(f"{kind}.{key}", value, expected)
+                    if expected is float and math.isfinite(default) and not math.isfinite(table[key]):
+                        raise ConfigError(f"{kind}.{key} = {value!r} must be a finite number")
 
 
 # -------------------------------------------------------------- writing

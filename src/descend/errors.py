@@ -44,6 +44,14 @@ class CheckpointError(DescendError):
     """A checkpoint or run directory is missing, incomplete or incompatible with the model."""
 
 
+class DiskError(DescendError, OSError):
+    """A file could not be written: the disk is full, read-only, over quota or not writable.
+
+    Raised by the atomic writes of ``descend.io``; the previous version of the file is
+    left intact and no temporary file remains.
+    """
+
+
 class OptimizationError(DescendError):
     """An optimizer cannot proceed: a closure returned no loss, a line search failed, ..."""
 
@@ -69,6 +77,7 @@ __all__ = [
     "ShapeError",
     "Diverged",
     "CheckpointError",
+    "DiskError",
     "OptimizationError",
     "DistributedError",
     "Interrupted",

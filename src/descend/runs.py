@@ -41,7 +41,7 @@ from descend import build
 from descend import config as cfg
 from descend.data import Splits, tta_predict
 from descend.errors import CheckpointError, ConfigError, DescendError, Diverged, Interrupted
-from descend.io import atomic_write_json, atomic_write_text
+from descend.io import atomic_write_json, atomic_write_text, disk_error, ensure_dir
 from descend.nn.capabilities import image_convolutions
 from descend.train import Trainer, distributed, load_weights
 from descend.train.ensemble import combine
@@ -86,7 +86,7 @@ def train_one(config: cfg.Config, splits: Splits, run_dir: Path, seed: int, resu
     """
     writer = data_parallel is False or distributed.is_rank0()
     if writer:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(run_dir)
     trainer = build.build_trainer(config, splits, run_dir, seed, data_parallel=data_parallel)
     found = (run_dir / CHECKPOINT).exists() if resume else False
     if resume and trainer.world_size > 1:  # every rank reads the checkpoint rank 0 wrote
@@ -166,15 +166,14 @@ class RunLock:
             import fcntl
         except ImportError:  # pragma: no cover - Windows
             self.created = not self.run_dir.exists()
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            ensure_dir(self.run_dir)
             return
         self.created = not self.run_dir.exists()
+        ensure_dir(self.run_dir)
         try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.run_dir / self.NAME, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
-            raise ConfigError(f"cannot create the run directory {self.run_dir} ({exc.strerror}); "
-                              "choose a run directory you can write to") from None
+            raise disk_error(exc, self.run_dir / self.NAME) or exc from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from descend.errors import CheckpointError
+from descend.errors import CheckpointError, DiskError
 from descend.train import checkpoint
 from descend.train.checkpoint import flatten, load_state, save_state, unflatten
 
@@ -65,15 +67,16 @@ def test_a_failed_write_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch):
     path = tmp_path / "c.safetensors"
     save_state(path, {"a": torch.ones(3)})
     before = path.read_bytes()
+    real_write = os.write
 
-    def broken(tensors, filename, metadata=None):
-        with open(filename, "wb") as f:
-            f.write(b"partial")
-        raise OSError("disk full")
+    def full_disk(fd, data):
+        real_write(fd, bytes(data[:7]))  # part of the file reaches the disk, then it is full
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint, "save_file", broken)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(DiskError, match="disk is full"):
         save_state(path, {"a": torch.zeros(3)})
+    monkeypatch.undo()
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "c.safetensors"]  # no temp files left
 

@@ -44,8 +44,9 @@ import torch.nn.functional as F
 
 from descend.data.tensors import Splits, TensorPair
 from descend.errors import CheckpointError, ConfigError, DescendError, Diverged, ShapeError
-from descend.io import append_line, atomic_write_text, remove_stale_temporaries
+from descend.io import append_line, atomic_write_text, remove_temp_files
 from descend.train import distributed
+from descend.train import checkpoint
 from descend.train.checkpoint import load_state, save_state, save_weights
 
 logger = logging.getLogger(__name__)
@@ -618,9 +619,9 @@ class Trainer:
             if self.run_dir is None:
                 raise CheckpointError("resume needs a checkpoint path or a run_dir")
             path = self.run_dir / CHECKPOINT
-        self.load_state_dict(load_state(path))
+        self.load_state_dict(load_state(path, schema=checkpoint.TRAINING_STATE, template=self.state_dict()))
         if self.run_dir is not None and self.rank == 0:
-            remove_stale_temporaries(self.run_dir)
+            remove_temp_files(self.run_dir, recursive=False)
             atomic_write_text(self.run_dir / METRICS, "".join(json.dumps(h) + "\n" for h in self.history))
 
     # ------------------------------------------------------------ plumbing
