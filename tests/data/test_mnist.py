@@ -40,8 +40,8 @@ def test_search_order_data_dir_then_env_then_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DESCEND_DATA", str(tmp_path / "env"))
     monkeypatch.setenv("DESCEND_CACHE", str(tmp_path / "cache"))
 
-    def pixel(**kw):
-        return int(load_dataset("mnist", split="standard", **kw).train.x.flatten()[0] * 255)
+    def pixel(**kw):  # fake files: verify=False accepts content that is not MNIST's
+        return int(load_dataset("mnist", split="standard", verify=False, **kw).train.x.flatten()[0] * 255)
 
     assert pixel(data_dir=tmp_path / "given") == 1
     assert pixel() == 2
@@ -51,7 +51,7 @@ def test_search_order_data_dir_then_env_then_cache(tmp_path, monkeypatch):
 
 def test_files_directly_in_data_dir_are_found(tmp_path):
     make_fake_set(tmp_path, value=9)
-    splits = load_dataset("mnist", split="standard", data_dir=tmp_path)
+    splits = load_dataset("mnist", split="standard", data_dir=tmp_path, verify=False)
     assert len(splits.train) == 12 and splits.val is None and len(splits.test) == 4
 
 
@@ -122,4 +122,4 @@ def test_mismatched_image_and_label_files_are_reported(tmp_path):
     make_fake_set(tmp_path)
     write_idx(tmp_path / NAMES[1], np.zeros(5, np.uint8))
     with pytest.raises(DataError, match="do not belong together"):
-        load_dataset("mnist", data_dir=tmp_path, split="standard")
+        load_dataset("mnist", data_dir=tmp_path, split="standard", verify=False)
