@@ -151,7 +151,8 @@ def read_idx(
                 f"which cannot hold more than {MAX_DEFLATE_RATIO * size}; it is truncated or its header "
                 f"is corrupt; {_fix(name)}"
             )
-        if expected > max_bytes:
+        if expected > max_bytes or np.prod([max(d, 1) for d in shape], dtype=object) * dtype.itemsize > max_bytes:
+            # (the second test: NumPy refuses a shape such as (0, 2**32 - 1, 2**32 - 1) even though it is empty)
             raise DataError(
                 f"{name} announces shape {shape} ({expected} bytes), more than the limit of "
                 f"{max_bytes} bytes; the header is corrupt ({_fix(name)}), or pass a larger max_bytes"

@@ -9,12 +9,23 @@ for bytes) and refuses anything else with an UnsafePickleError naming what the f
 asked for. Object arrays are refused too, since they would smuggle arbitrary Python
 objects through.
 
-Admitted globals can still ask for memory: ``_reconstruct(ndarray, shape, dtype)``
-and an array's ``__setstate__`` allocate whatever shape the file names, so a
-100-byte pickle could ask for 58 GiB. Every such request is checked against
-``max_elements`` (per array) and ``max_bytes`` (per array and for the whole file)
-before anything is allocated, and a gzip-compressed file is decompressed in a
-stream that stops at ``max_bytes``.
+Admitted globals are still dangerous as NumPy defines them: ``_reconstruct(ndarray,
+shape, dtype)`` and an array's ``__setstate__`` allocate whatever shape the file
+names (a 100-byte pickle could ask for 58 GiB), and ``dtype.__setstate__`` crashes
+the interpreter on some states. So each admitted name maps to a stand-in that checks
+its arguments first and then calls NumPy with values NumPy itself would write:
+
+* dtypes are plain numeric types (bool, integers, floats, complex) built from a
+  type code; their pickled state may set the byte order and nothing else;
+* every array is checked against ``max_elements`` (per array) and ``max_bytes``
+  (per array and for the whole file) before anything is allocated, and its data
+  must have exactly the announced size;
+* the stream is read by Python's pure-Python unpickler (``pickle._Unpickler``), not
+  the C one, which sizes its memo table by the largest index a file names (a
+  12-byte pickle makes it clear 23 GB) and, reading from a file, fails with a
+  MemoryError after freeing a buffer still in use when an array's bytes cross a
+  frame boundary; for the few large strings of an array pickle it is as fast;
+* a gzip-compressed file is decompressed in a stream that stops at ``max_bytes``.
 """
 
 from __future__ import annotations
@@ -25,6 +36,8 @@ import io
 import math
 import os
 import pickle
+import struct
+import weakref
 import zlib
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -34,30 +47,96 @@ import numpy as np
 from descend.errors import DataError, DescendError, UnsafePickleError
 
 try:  # NumPy >= 2 moved the implementation to numpy._core
-    from numpy._core.multiarray import _reconstruct, scalar
-    from numpy._core.numeric import _frombuffer
+    from numpy._core.multiarray import _reconstruct
 except ImportError:  # pragma: no cover - NumPy 1.x
-    from numpy.core.multiarray import _reconstruct, scalar
-    from numpy.core.numeric import _frombuffer
+    from numpy.core.multiarray import _reconstruct
 
 MAX_ELEMENTS = 1 << 28  # per array; MNIST's largest array (50,000 x 784) has 39.2 million
 MAX_BYTES = 1 << 30  # per array, for all arrays of one file, and for the decompressed pickle
 
 
-class _Array(np.ndarray):
-    """An ndarray whose ``__setstate__`` checks the size it is asked for before allocating.
+NUMERIC_KINDS = "biufc"  # bool, signed and unsigned integers, floats, complex
 
-    Only the unpickler creates these; :func:`load_numpy_pickle` returns plain ndarrays.
+
+def _simple_dtype(spec: Any) -> np.dtype:
+    """A plain numeric dtype from a type code (``'f4'``, ``'<i8'``, ``b'b'``) or a dtype the unpickler built."""
+    if isinstance(spec, _Dtype):
+        return spec.dtype
+    if isinstance(spec, bytes):
+        spec = spec.decode("latin1")
+    if not isinstance(spec, str) or len(spec) > 8:
+        raise DataError(f"an array's dtype {spec!r:.40} is not a type code such as 'f4'")
+    try:
+        dtype = np.dtype(spec)
+    except (TypeError, ValueError, SyntaxError) as exc:
+        raise DataError(f"an array's dtype {spec!r} is not valid ({exc})") from None
+    if dtype.kind == "O":
+        raise UnsafePickleError("the file holds an object array; only numeric arrays are admitted")
+    if dtype.kind not in NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+        raise DataError(f"dtype {dtype} is not a plain numeric type; only numeric arrays are admitted")
+    return dtype
+
+
+def _as_bytes(data: Any) -> bytes:
+    """Array bytes as pickled: bytes, or (Python 2 pickles read with latin1) a str."""
+    if isinstance(data, str):
+        return data.encode("latin1")
+    if isinstance(data, (bytes, bytearray)):
+        return bytes(data)
+    raise DataError(f"an array's data is a {type(data).__name__}, not bytes")
+
+
+class _Dtype:
+    """What ``numpy.dtype(code, align, copy)`` gives inside a pickle: a plain numeric
+    dtype whose pickled state may set its byte order and nothing else.
+
+    NumPy's own ``dtype.__setstate__`` accepts states it then mishandles (NumPy 2.4
+    crashes the interpreter on ``(3, 'N', None, -1, -1, 0)``), so states never reach it.
     """
 
-    _unpickler: "NumpyOnlyUnpickler"
+    __slots__ = ("dtype",)
+
+    def __init__(self, dtype: np.dtype):
+        self.dtype = dtype
 
     def __setstate__(self, state: Any) -> None:
+        # NumPy pickles a plain dtype's state as (3, byteorder, None, None, None, -1, -1, 0).
+        if not (
+            isinstance(state, tuple) and len(state) == 8 and type(state[0]) is int and state[0] in (3, 4)
+            and isinstance(state[1], str) and state[1] in ("<", ">", "|", "=")
+            and all(s is None for s in state[2:5]) and all(type(s) is int for s in state[5:8])
+        ):
+            raise DataError("a dtype's pickled state is not that of a plain numeric type")
+        if state[1] in "<>":
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+class _Array(np.ndarray):
+    """An ndarray whose ``__setstate__`` checks the state it is given before NumPy
+    allocates anything.
+
+    Only the unpickler creates these; :func:`load_numpy_pickle` returns plain ndarrays.
+    A state is set once, on an array fresh from ``_reconstruct``: NumPy's
+    ``__setstate__`` on an array that views another buffer (``_frombuffer``'s) frees
+    memory still in use.
+    """
+
+    _fresh = False
+
+    def __setstate__(self, state: Any) -> None:
+        unpickler = self._unpickler() if self._fresh else None
+        if unpickler is None:
+            raise DataError("the file sets the state of an array twice, or of an array built from a buffer")
         if not isinstance(state, tuple) or len(state) not in (4, 5):
             raise DataError("an array's pickled state is malformed")
-        shape, dtype = state[-4], state[-3]
-        self._unpickler.admit(shape, dtype)
-        super().__setstate__(state)
+        shape, dtype, fortran, data = state[-4:]
+        dtype = _simple_dtype(dtype)
+        nbytes = unpickler.admit(shape, dtype)
+        data = _as_bytes(data)
+        if len(data) != nbytes or not isinstance(fortran, (bool, int)):
+            raise DataError(f"an array of shape {shape} and dtype {dtype} comes with {len(data)} bytes of data, not {nbytes}")
+        self._fresh = False
+        super().__setstate__((shape, dtype, bool(fortran), data))
 
 
 class _Ndarray:
@@ -66,6 +145,8 @@ class _Ndarray:
     Calling it, as ``ndarray(shape, dtype)``, would allocate unchecked; refused.
     """
 
+    __slots__ = ()
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise UnsafePickleError("refused to call numpy.ndarray directly; NumPy's own pickles never do")
 
@@ -73,9 +154,10 @@ class _Ndarray:
 _NDARRAY = _Ndarray()
 
 
-class NumpyOnlyUnpickler(pickle.Unpickler):
-    """An unpickler that builds NumPy arrays, tuples, lists, numbers and strings only,
-    within ``max_elements`` per array and ``max_bytes`` per array and in total."""
+class NumpyOnlyUnpickler(pickle._Unpickler):  # the pure-Python unpickler, see the module docstring
+    """An unpickler that builds NumPy arrays of plain numeric types, tuples, lists,
+    dicts, numbers and strings only, within ``max_elements`` per array and
+    ``max_bytes`` per array and in total."""
 
     def __init__(self, file: BinaryIO, *, max_elements: int = MAX_ELEMENTS, max_bytes: int = MAX_BYTES, **kwargs: Any):
         super().__init__(file, **kwargs)
@@ -84,14 +166,24 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         self.allocated = 0
         self._allowed = {
             ("numpy", "ndarray"): _NDARRAY,
-            ("numpy", "dtype"): np.dtype,
+            ("numpy", "dtype"): self._dtype,
             # Protocol-2 pickles written by Python 3 spell array bytes as _codecs.encode(str, "latin1").
-            ("_codecs", "encode"): _latin1,
+            ("_codecs", "encode"): self._encode,
         }
         for core in ("numpy.core", "numpy._core"):
             self._allowed[(f"{core}.multiarray", "_reconstruct")] = self._reconstruct
             self._allowed[(f"{core}.multiarray", "scalar")] = self._scalar
             self._allowed[(f"{core}.numeric", "_frombuffer")] = self._frombuffer  # protocol 5
+
+    def load_bytearray8(self) -> None:
+        # pickle.py allocates the announced length before reading; read the bytes instead
+        (n,) = struct.unpack("<Q", self.read(8))
+        data = self.read(n) if n <= self.max_bytes else b""
+        if len(data) != n:
+            raise DataError(f"a BYTEARRAY8 of {n} bytes is truncated or beyond the limit of {self.max_bytes} bytes")
+        self.append(bytearray(data))
+
+    dispatch = {**pickle._Unpickler.dispatch, pickle.BYTEARRAY8[0]: load_bytearray8}
 
     def find_class(self, module: str, name: str) -> Any:
         try:
@@ -103,16 +195,12 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
                 "use the IDX files of the data set instead"
             ) from None
 
-    def admit(self, shape: Any, dtype: Any) -> np.dtype:
-        """Check an array of ``shape`` and ``dtype`` against the limits, and count it."""
-        if not isinstance(dtype, np.dtype):
-            raise DataError(f"an array's dtype is {type(dtype).__name__}, not a NumPy dtype")
-        if dtype.hasobject:
-            raise UnsafePickleError("the file holds an object array; only numeric arrays are admitted")
-        if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise DataError(f"an array's shape {shape!r} is not a tuple of non-negative integers")
-        elements = math.prod(shape) * math.prod(dtype.shape)
-        nbytes = math.prod(shape) * dtype.itemsize
+    def admit(self, shape: Any, dtype: np.dtype) -> int:
+        """Check an array of ``shape`` and ``dtype`` against the limits, count it, return its bytes."""
+        if not isinstance(shape, tuple) or not all(type(d) is int and d >= 0 for d in shape):
+            raise DataError(f"an array's shape {shape!r:.60} is not a tuple of non-negative integers")
+        elements = math.prod(shape)
+        nbytes = elements * dtype.itemsize
         if elements > self.max_elements or nbytes > self.max_bytes or self.allocated + nbytes > self.max_bytes:
             raise DataError(
                 f"the file asks for an array of shape {shape} and dtype {dtype} ({elements} elements, "
@@ -121,36 +209,39 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
                 "only for a file you trust)"
             )
         self.allocated += nbytes
-        return dtype
+        return nbytes
+
+    def _dtype(self, spec: Any, align: Any = False, copy: Any = False) -> _Dtype:
+        return _Dtype(_simple_dtype(spec))
+
+    def _encode(self, obj: Any, encoding: Any = "utf-8", errors: Any = "strict") -> bytes:
+        if not isinstance(obj, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
+            raise UnsafePickleError(f"refused _codecs.encode({type(obj).__name__}, {encoding!r:.20}): only latin1 strings are admitted")
+        return codecs.encode(obj, "latin1")
 
     def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
         if subtype is not _NDARRAY:
             raise UnsafePickleError("refused to reconstruct an array of a class other than numpy.ndarray")
-        try:
-            dtype = np.dtype(dtype)
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"an array's dtype {dtype!r} is not valid ({exc})") from None
-        array = _reconstruct(_Array, shape, self.admit(shape, dtype))
-        array._unpickler = self
+        dtype = _simple_dtype(dtype)
+        self.admit(shape, dtype)
+        array = _reconstruct(_Array, shape, dtype)
+        array._unpickler = weakref.ref(self)  # a strong reference would keep the raw file alive
+        array._fresh = True
         return array
 
-    def _scalar(self, dtype: Any, obj: Any = None) -> Any:
-        self.admit((), dtype)
-        return scalar(dtype, obj)
+    def _scalar(self, dtype: Any, data: Any = None) -> Any:
+        dtype = _simple_dtype(dtype)
+        data = _as_bytes(data)
+        if len(data) != dtype.itemsize:
+            raise DataError(f"a {dtype} scalar comes with {len(data)} bytes, not {dtype.itemsize}")
+        return np.frombuffer(data, dtype)[0]
 
     def _frombuffer(self, buf: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
-        if not isinstance(buf, (bytes, bytearray)):
-            raise DataError("a protocol-5 array has no in-band data")
-        self.admit(shape, dtype)
-        array = _frombuffer(buf, dtype, shape, order).view(_Array)
-        array._unpickler = self
-        return array
-
-
-def _latin1(obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-    if not isinstance(obj, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
-        raise UnsafePickleError(f"refused _codecs.encode({type(obj).__name__}, {encoding!r}): only latin1 strings are admitted")
-    return codecs.encode(obj, "latin1")
+        dtype = _simple_dtype(dtype)
+        nbytes = self.admit(shape, dtype)
+        if not isinstance(buf, (bytes, bytearray)) or len(buf) != nbytes or order not in ("C", "F"):
+            raise DataError(f"a protocol-5 array of shape {shape} and dtype {dtype} lacks its {nbytes} bytes of data")
+        return np.frombuffer(buf, dtype).reshape(shape, order=order).view(_Array)
 
 
 def _plain(obj: Any, name: str, depth: int = 0) -> Any:
@@ -158,9 +249,9 @@ def _plain(obj: Any, name: str, depth: int = 0) -> Any:
     if depth > 100:
         raise DataError(f"{name} nests containers more than 100 deep; it is not a pickle of arrays")
     if isinstance(obj, np.ndarray):
-        if obj.dtype.hasobject:
-            raise UnsafePickleError(f"{name} holds an object array; only numeric arrays are admitted")
         return obj.view(np.ndarray) if type(obj) is not np.ndarray else obj
+    if isinstance(obj, _Dtype):
+        return obj.dtype
     if isinstance(obj, (tuple, list)):
         return type(obj)(_plain(item, name, depth + 1) for item in obj)
     if isinstance(obj, dict):
