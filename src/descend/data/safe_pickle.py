@@ -37,6 +37,7 @@ import math
 import os
 import pickle
 import struct
+import warnings
 import weakref
 import zlib
 from pathlib import Path
@@ -300,7 +301,9 @@ def load_numpy_pickle(
     raw = _read(source, name, max_bytes)
     unpickler = NumpyOnlyUnpickler(io.BytesIO(raw), max_elements=max_elements, max_bytes=max_bytes, encoding="latin1")
     try:
-        obj = unpickler.load()
+        with warnings.catch_warnings():  # e.g. invalid escapes in a damaged protocol-0 string
+            warnings.simplefilter("ignore")
+            obj = unpickler.load()
     except DescendError as exc:
         raise type(exc)(f"{name}: {exc}") from None
     except MemoryError:
