@@ -10,6 +10,13 @@ Two splits are offered:
 
 Pixels become float32 in [0, 1] (``uint8 / 255``); labels int64. Nielsen's pickle
 stores ``uint8 / 256`` instead; :func:`load_mnist_pkl` returns it unchanged.
+
+MNIST ships with descend (``descend/data/bundled/mnist``, CC BY-SA 3.0, Yann LeCun,
+Corinna Cortes, Christopher J. C. Burges), so it loads with no network; the folders
+searched before it are listed in :mod:`descend.data.download`. Wherever MNIST's
+files come from, the SHA-256 of their decompressed content must be the original's
+(``verify=False`` or ``DESCEND_ALLOW_MODIFIED_DATA=1`` accept a deliberately
+modified copy), and every set's labels must lie in ``0..num_classes-1``.
 """
 
 from __future__ import annotations
