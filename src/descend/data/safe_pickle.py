@@ -117,9 +117,8 @@ class _Array(np.ndarray):
     allocates anything.
 
     Only the unpickler creates these; :func:`load_numpy_pickle` returns plain ndarrays.
-    A state is set once, on an array fresh from ``_reconstruct``: NumPy's
-    ``__setstate__`` on an array that views another buffer (``_frombuffer``'s) frees
-    memory still in use.
+    As in NumPy's own pickles, a state is set once, on an array fresh from
+    ``_reconstruct``; an array built by ``_frombuffer`` already holds its data.
     """
 
     _fresh = False
