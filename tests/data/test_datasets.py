@@ -71,3 +71,46 @@ def test_unknown_names_and_missing_files():
         load_dataset("npz")
     with pytest.raises(DataNotFound):
         load_npz("/nonexistent/file.npz")
+
+
+def _npz(path, **override):
+    arrays = dict(x_train=np.zeros((4, 3, 3), np.float32), y_train=np.array([0, 1, 2, 1]),
+                  x_test=np.zeros((2, 3, 3), np.float32), y_test=np.array([0, 2]))
+    arrays.update(override)
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (dict(y_test=np.array([0, -1])), "negative class indices"),
+        (dict(x_train=np.array([np.zeros((3, 3)), np.full((3, 3), np.inf), np.zeros((3, 3)), np.zeros((3, 3))], np.float32)),
+         "9 NaN or infinite"),
+        (dict(x_test=np.zeros((2, 4, 4), np.float32)), "every split must hold inputs of one shape"),
+        (dict(y_train=np.array([0.0, 1.0, 2.0, 1.0])), "integer"),
+    ],
+)
+def test_npz_content_is_checked(tmp_path, override, message):
+    with pytest.raises(DataError, match=message):
+        load_npz(_npz(tmp_path / "set.npz", **override))
+
+
+def test_npz_headers_announcing_more_than_the_file_holds_are_refused(tmp_path):
+    import zipfile
+
+    path = _npz(tmp_path / "set.npz")
+    # Rewrite x_train's .npy header to announce 20,000,000 x 784 float32 (58 GiB).
+    with zipfile.ZipFile(path) as z:
+        entries = {name: z.read(name) for name in z.namelist()}
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1,), np.float32))
+    header["shape"] = (20_000_000, 784)
+    buf = __import__("io").BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    entries["x_train.npy"] = buf.getvalue() + b"\x00" * 64
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in entries.items():
+            z.writestr(name, data)
+    with pytest.raises(DataError, match="announces shape"):
+        load_npz(path)
+    assert load_npz(_npz(tmp_path / "good.npz", x_train=np.ones((4, 3, 3), np.float32))).train.x.sum() == 36

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from descend.data import read_idx, write_idx
-from descend.data.idx import read_bytes
+from descend.data.idx import MAX_DEFLATE_RATIO, parse_idx, read_idx_header
 from descend.errors import DataError
 
 DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
@@ -84,7 +85,56 @@ def test_real_mnist_files_decompress_to_the_published_checksums(mnist_dir):
     shapes = {"train-images-idx3-ubyte": (60000, 28, 28), "train-labels-idx1-ubyte": (60000,),
               "t10k-images-idx3-ubyte": (10000, 28, 28), "t10k-labels-idx1-ubyte": (10000,)}
     for name, shape in shapes.items():
-        raw = read_bytes(mnist_dir / "mnist" / f"{name}.gz")
+        raw = gzip.decompress((mnist_dir / "mnist" / f"{name}.gz").read_bytes())
         assert hashlib.sha256(raw).hexdigest() == sums[name]
-        array = read_idx(mnist_dir / "mnist" / f"{name}.gz")
+        array = read_idx(mnist_dir / "mnist" / f"{name}.gz", sha256=sums[name])
         assert array.shape == shape and array.dtype == np.uint8
+        assert read_idx_header(mnist_dir / "mnist" / f"{name}.gz") == (np.dtype(np.uint8), shape)
+
+
+class CountingReader:
+    """A file object that counts the bytes read from it (the compressed side of a gzip file)."""
+
+    def __init__(self, data):
+        self.f = io.BytesIO(data)
+        self.read_total = 0
+
+    def read(self, n=-1):
+        chunk = self.f.read(n)
+        self.read_total += len(chunk)
+        return chunk
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def test_a_gzip_bomb_is_refused_without_being_decompressed():
+    # ~4.7 MB of zeros behind a header that says 100 bytes: decompression stops at 101.
+    bomb = gzip.compress(_header(0x08, (100,)) + bytes(50_000_000), compresslevel=9)
+    reader = CountingReader(bomb)
+    with pytest.raises(DataError, match="longer than its header says"):
+        read_idx(reader)
+    assert reader.read_total < len(bomb) // 4  # most of the compressed stream was never read
+
+
+def test_a_header_larger_than_deflate_can_hold_is_refused_before_the_body():
+    # 20,000,000 x 784 bytes announced by a gzip file of a few hundred bytes
+    small = gzip.compress(_header(0x08, (20_000_000, 784)) + bytes(1000))
+    assert 20_000_000 * 784 > MAX_DEFLATE_RATIO * len(small)
+    with pytest.raises(DataError, match="cannot hold"):
+        parse_idx(small)
+    honest = gzip.compress(_header(0x08, (100_000,)) + bytes(100_000))
+    assert parse_idx(honest).shape == (100_000,)
+    with pytest.raises(DataError, match="limit of 10000 bytes"):
+        read_idx(io.BytesIO(honest), max_bytes=10_000)
+
+
+def test_a_wrong_checksum_names_the_file_and_the_ways_out(tmp_path):
+    path = tmp_path / "labels-idx1-ubyte.gz"
+    write_idx(path, np.arange(10, dtype=np.uint8))
+    good = hashlib.sha256(gzip.decompress(path.read_bytes())).hexdigest()
+    np.testing.assert_array_equal(read_idx(path, sha256=good), np.arange(10))
+    with pytest.raises(DataError) as info:
+        read_idx(path, sha256="0" * 64)
+    message = str(info.value)
+    assert str(path) in message and good in message and "verify=False" in message and "DESCEND_ALLOW_MODIFIED_DATA" in message

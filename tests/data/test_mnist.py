@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ import torch
 
 from descend.data import load_dataset, load_mnist_pkl, write_idx
 from descend.data import download
-from descend.data.download import RemoteFile, fetch, locate
+from descend.data.download import BUNDLED, RemoteFile, fetch, locate
 from descend.data.mnist import IDX_DATASETS, _read_pair
 from descend.errors import DataError, DataNotFound
 
@@ -40,8 +39,8 @@ def test_search_order_data_dir_then_env_then_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DESCEND_DATA", str(tmp_path / "env"))
     monkeypatch.setenv("DESCEND_CACHE", str(tmp_path / "cache"))
 
-    def pixel(**kw):
-        return int(load_dataset("mnist", split="standard", **kw).train.x.flatten()[0] * 255)
+    def pixel(**kw):  # fake files: verify=False accepts content that is not MNIST's
+        return int(load_dataset("mnist", split="standard", verify=False, **kw).train.x.flatten()[0] * 255)
 
     assert pixel(data_dir=tmp_path / "given") == 1
     assert pixel() == 2
@@ -51,7 +50,7 @@ def test_search_order_data_dir_then_env_then_cache(tmp_path, monkeypatch):
 
 def test_files_directly_in_data_dir_are_found(tmp_path):
     make_fake_set(tmp_path, value=9)
-    splits = load_dataset("mnist", split="standard", data_dir=tmp_path)
+    splits = load_dataset("mnist", split="standard", data_dir=tmp_path, verify=False)
     assert len(splits.train) == 12 and splits.val is None and len(splits.test) == 4
 
 
@@ -122,4 +121,71 @@ def test_mismatched_image_and_label_files_are_reported(tmp_path):
     make_fake_set(tmp_path)
     write_idx(tmp_path / NAMES[1], np.zeros(5, np.uint8))
     with pytest.raises(DataError, match="do not belong together"):
-        load_dataset("mnist", data_dir=tmp_path, split="standard")
+        load_dataset("mnist", data_dir=tmp_path, split="standard", verify=False)
+
+
+def _copy_bundled(folder, change_pixel=False):
+    """The bundled MNIST files in ``folder``; optionally with one test pixel changed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in NAMES:
+        data = (BUNDLED / "mnist" / name).read_bytes()
+        if change_pixel and name == "t10k-images-idx3-ubyte.gz":
+            raw = bytearray(gzip.decompress(data))
+            raw[16 + 100] ^= 0xFF
+            data = gzip.compress(bytes(raw), mtime=0)
+        (folder / name).write_bytes(data)
+
+
+def test_a_modified_mnist_file_is_refused_unless_allowed(tmp_path, monkeypatch):
+    _copy_bundled(tmp_path / "mnist", change_pixel=True)
+    monkeypatch.delenv("DESCEND_ALLOW_MODIFIED_DATA", raising=False)
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", data_dir=tmp_path)
+    message = str(info.value)
+    assert str(tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz") in message
+    assert "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7" in message
+    assert "verify=False" in message and "DESCEND_ALLOW_MODIFIED_DATA=1" in message
+
+    original = load_dataset("mnist", split="standard")  # the bundled copy
+    for allowed in (dict(verify=False), dict()):
+        if not allowed:
+            monkeypatch.setenv("DESCEND_ALLOW_MODIFIED_DATA", "1")
+        changed = load_dataset("mnist", split="standard", data_dir=tmp_path, **allowed)
+        difference = (changed.test.x != original.test.x).flatten().nonzero().flatten().tolist()
+        assert difference == [100]
+        _read_pair.cache_clear()
+
+
+def test_the_cache_comes_before_the_bundled_copy(tmp_path, monkeypatch):
+    monkeypatch.delenv("DESCEND_DATA", raising=False)
+    monkeypatch.setenv("DESCEND_CACHE", str(tmp_path / "cache"))
+    assert download.search_dirs("mnist") == [tmp_path / "cache" / "mnist", BUNDLED / "mnist"]
+    make_fake_set(tmp_path / "cache" / "mnist", value=5)
+    assert int(load_dataset("mnist", split="standard", verify=False).train.x.flatten()[0] * 255) == 5
+    with pytest.raises(DataError, match="not the original file"):
+        load_dataset("mnist", split="standard")  # a cached copy is verified like any other
+
+
+@pytest.mark.parametrize(
+    "labels, images, message",
+    [
+        (np.array([0, 1, 2, 10] * 3, np.uint8), None, "labels 0..10"),
+        (np.arange(12, dtype=np.float32), None, "integer labels"),
+        (None, np.zeros((12, 28, 28), np.float32), "uint8 images"),
+    ],
+)
+def test_bad_labels_and_images_are_reported(tmp_path, labels, images, message):
+    make_fake_set(tmp_path)
+    if labels is not None:
+        write_idx(tmp_path / NAMES[1], labels)
+    if images is not None:
+        write_idx(tmp_path / NAMES[0], images)
+    with pytest.raises(DataError, match=message):
+        load_dataset("mnist", data_dir=tmp_path, split="standard", verify=False)
+
+
+def test_train_and_test_images_of_different_sizes_are_reported(tmp_path):
+    make_fake_set(tmp_path)
+    write_idx(tmp_path / NAMES[2], np.zeros((4, 20, 20), np.uint8))
+    with pytest.raises(DataError, match="do not belong together"):
+        load_dataset("fashion-mnist", data_dir=tmp_path, split="standard")

@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -71,3 +72,102 @@ def test_nielsens_file_loads_with_its_documented_contents(mnist_dir):
     # float32 pixels / 256: every value is a multiple of 1/256 below 1
     x = splits.test.x
     assert float(x.max()) < 1.0 and bool(((x * 256) == (x * 256).round()).all())
+
+
+# Hand-assembled protocol-2 pickles (opcodes of Lib/pickletools.py): what an attacker
+# can write with only the admitted globals.
+RECONSTRUCT = b"cnumpy.core.multiarray\n_reconstruct\n"
+NDARRAY = b"cnumpy\nndarray\n"
+
+
+def _int(n: int) -> bytes:
+    return b"J" + n.to_bytes(4, "little", signed=True)  # BININT
+
+
+def _huge_reconstruct() -> bytes:
+    # _reconstruct(ndarray, (20000000, 784), 'f4'): 58 GiB of float32 from ~80 bytes
+    return b"\x80\x02" + RECONSTRUCT + NDARRAY + _int(20_000_000) + _int(784) + b"\x86" + b"U\x02f4" + b"\x87R."
+
+
+def _huge_setstate(dtype: bytes) -> bytes:
+    # _reconstruct(ndarray, (0,), 'b'), then BUILD with state (1, (20000000, 784), dtype(...), False, b'')
+    empty = RECONSTRUCT + NDARRAY + _int(0) + b"\x85" + b"U\x01b" + b"\x87R"
+    dt = b"cnumpy\ndtype\n" + b"U" + bytes([len(dtype)]) + dtype + b"\x85R"
+    state = b"(" + _int(1) + _int(20_000_000) + _int(784) + b"\x86" + dt + b"\x89" + b"U\x00" + b"tb"
+    return b"\x80\x02" + empty + state + b"."
+
+
+def _peak_allocation(call) -> int:
+    tracemalloc.start()
+    try:
+        call()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+@pytest.mark.parametrize(
+    "payload, error",
+    [(_huge_reconstruct(), DataError), (_huge_setstate(b"f4"), DataError), (_huge_setstate(b"O"), UnsafePickleError)],
+    ids=["reconstruct", "setstate", "setstate-object"],
+)
+def test_huge_arrays_are_refused_before_allocation(tmp_path, payload, error):
+    path = tmp_path / "mnist.pkl.gz"
+    path.write_bytes(gzip.compress(payload))
+    assert path.stat().st_size < 200
+    caught = []
+
+    def load():
+        with pytest.raises(error) as info:
+            load_numpy_pickle(path)
+        caught.append(str(info.value))
+
+    # NumPy reports its array allocations to tracemalloc: nothing near 58 GiB was asked for.
+    assert _peak_allocation(load) < 16 << 20
+    assert str(path) in caught[0]
+
+
+def test_calling_ndarray_directly_is_refused(tmp_path):
+    path = tmp_path / "call.pkl"
+    path.write_bytes(b"\x80\x02" + NDARRAY + _int(20_000_000) + _int(784) + b"\x86\x85R.")
+    with pytest.raises(UnsafePickleError, match="numpy.ndarray"):
+        load_numpy_pickle(path)
+
+
+def test_codecs_encode_admits_latin1_only(tmp_path):
+    path = tmp_path / "codec.pkl"
+    path.write_bytes(b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x06\x00\x00\x00rot_13\x86R.")
+    with pytest.raises(UnsafePickleError, match="latin1"):
+        load_numpy_pickle(path)
+
+
+def test_the_limits_are_configurable(tmp_path):
+    path = tmp_path / "a.pkl"
+    array = np.arange(1000, dtype=np.float64)
+    path.write_bytes(pickle.dumps((array,), protocol=2))
+    np.testing.assert_array_equal(load_numpy_pickle(path)[0], array)
+    assert type(load_numpy_pickle(path)[0]) is np.ndarray
+    with pytest.raises(DataError, match="limits"):
+        load_numpy_pickle(path, max_elements=999)
+    with pytest.raises(DataError, match="limits"):
+        load_numpy_pickle(path, max_bytes=7999)
+    with pytest.raises(DataError, match="decompresses to more than"):
+        load_numpy_pickle(path, max_bytes=100)
+
+
+def test_bad_labels_and_pixels_in_nielsens_format_are_reported(tmp_path):
+    def write(x, y):
+        path = tmp_path / "mnist.pkl.gz"
+        part = (x, y)
+        path.write_bytes(gzip.compress(pickle.dumps((part, part, part), protocol=2)))
+        return path
+
+    x = np.zeros((4, 784), np.float32)
+    with pytest.raises(DataError, match="labels range over 0..10"):
+        load_mnist_pkl(write(x, np.array([0, 1, 2, 10])))
+    with pytest.raises(DataError, match="integer labels"):
+        load_mnist_pkl(write(x, np.array([0.0, 1.0, 2.0, 3.0])))
+    x[2, 5] = np.nan
+    with pytest.raises(DataError, match="NaN or infinite"):
+        load_mnist_pkl(write(x, np.array([0, 1, 2, 3])))

@@ -1,4 +1,4 @@
-"""Sequence data: sequential MNIST views and the synthetic memory tasks (SPEC R4).
+"""Sequence data: sequential MNIST views and the synthetic memory tasks.
 
 Oracles: per-element loops over the definitions of each task, written independently
 of the vectorized generators.

@@ -5,23 +5,30 @@
 * ``digits``: scikit-learn's bundled 8x8 digits (1,797 images, works offline), split
   1,197 / 300 / 300 after a fixed shuffle;
 * ``npz``: any ``.npz`` holding ``x_train, y_train, x_test, y_test`` (and optionally
-  ``x_val, y_val``), read with ``allow_pickle=False``.
+  ``x_val, y_val``), read with ``allow_pickle=False``; each array's header is checked
+  against the size of its zip entry and ``MAX_BYTES`` before the array is read.
+
+Every loader checks what it returns (:func:`descend.data.tensors.check_splits`):
+integer labels within the classes, finite pixels, one input shape across splits.
 """
 
 from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from descend.data.mnist import IDX_DATASETS, load_idx_dataset, load_mnist_pkl
-from descend.data.tensors import Splits, TensorPair
+from descend.data.idx import MAX_DEFLATE_RATIO
+from descend.data.tensors import Splits, TensorPair, check_splits
 from descend.errors import ConfigError, DataError, DataNotFound
 
 DATASETS = (*IDX_DATASETS, "mnist-pkl", "digits", "npz")
+MAX_BYTES = 1 << 30  # the largest array read from a .npz by default
 
 
 def load_dataset(
@@ -32,6 +39,7 @@ def load_dataset(
     limit: int | None = None,
     eval_limit: int | None = None,
     download: bool = True,
+    verify: bool = True,
 ) -> Splits:
     """Load data set ``name`` as in-memory tensors.
 
@@ -43,9 +51,12 @@ def load_dataset(
         limit, eval_limit: keep only the first examples of training / of validation and
             test (quick runs and tests).
         download: fetch a missing IDX set into the user cache.
+        verify: check the SHA-256 of MNIST's files against the original content;
+            ``False`` (or ``DESCEND_ALLOW_MODIFIED_DATA=1``) accepts deliberately
+            modified files. Labels, pixels and shapes are checked either way.
     """
     if name in IDX_DATASETS:
-        splits = load_idx_dataset(name, split, data_dir, download)
+        splits = load_idx_dataset(name, split, data_dir, download, verify)
     elif name == "mnist-pkl":
         splits = load_mnist_pkl(path, data_dir)
     elif name == "digits":
@@ -77,7 +88,7 @@ def load_digits(seed: int = 0) -> Splits:
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     x, y = x[order], y[order]
     data = TensorPair(x, y)
-    return Splits(data[:1197], data[1197:1497], data[1497:], tuple(str(d) for d in range(10)), "digits")
+    return check_splits(Splits(data[:1197], data[1197:1497], data[1497:], tuple(str(d) for d in range(10)), "digits"), "digits")
 
 
 def _as_inputs(a: np.ndarray, key: str, path: Path) -> torch.Tensor:
@@ -102,15 +113,42 @@ def _as_labels(a: np.ndarray, key: str, path: Path) -> torch.Tensor:
     return torch.from_numpy(a.astype(np.int64))
 
 
-def load_npz(path: str | os.PathLike) -> Splits:
+def _check_npz_sizes(path: Path, max_bytes: int) -> None:
+    """Check each array's announced size before NumPy allocates it.
+
+    ``np.load`` allocates the shape an ``.npy`` header announces before reading the
+    data, so a small crafted file could ask for gigabytes. The announced size must fit
+    the zip entry, the entry's uncompressed size must be possible for its compressed
+    size (deflate: at most 1032:1), and both must stay below ``max_bytes``.
+    """
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if info.file_size > max(MAX_DEFLATE_RATIO * info.compress_size, info.compress_size + 1024):
+                raise DataError(f"{path}: entry {info.filename} claims {info.file_size} bytes from {info.compress_size} compressed; the file is corrupt")
+            if info.file_size > max_bytes + (1 << 16):
+                raise DataError(f"{path}: entry {info.filename} holds {info.file_size} bytes, more than the limit of {max_bytes}")
+            with archive.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(f)
+            nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if nbytes > info.file_size or nbytes > max_bytes:
+                raise DataError(
+                    f"{path}: {info.filename} announces shape {shape} of {dtype} ({nbytes} bytes) but its entry holds "
+                    f"{info.file_size} bytes (limit {max_bytes}); the file is corrupt"
+                )
+
+
+def load_npz(path: str | os.PathLike, max_bytes: int = MAX_BYTES) -> Splits:
     """A data set from a ``.npz`` of ``x_train, y_train, x_test, y_test`` (+ ``x_val, y_val``)."""
     path = Path(path)
     try:
+        _check_npz_sizes(path, max_bytes)
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except FileNotFoundError:
         raise DataNotFound(f"{path} does not exist; check data.path") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"{path} is not a readable .npz of numeric arrays ({exc})") from None
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
     if missing:
@@ -123,5 +161,6 @@ def load_npz(path: str | os.PathLike) -> Splits:
             pairs[part] = TensorPair(
                 _as_inputs(arrays[f"x_{part}"], f"x_{part}", path), _as_labels(arrays[f"y_{part}"], f"y_{part}", path)
             )
-    num = int(max(p.y.max() for p in pairs.values() if len(p))) + 1
-    return Splits(pairs["train"], pairs.get("val"), pairs["test"], tuple(str(c) for c in range(num)), path.stem)
+    num = 1 + max((int(p.y.max()) for p in pairs.values() if len(p)), default=0)
+    splits = Splits(pairs["train"], pairs.get("val"), pairs["test"], tuple(str(c) for c in range(num)), path.stem)
+    return check_splits(splits, str(path))

@@ -4,10 +4,12 @@ Search order for a data set kept in folder ``<folder>`` (e.g. ``mnist``):
 
 1. ``--data-dir`` / ``data_dir=``: ``<data_dir>/<folder>``, then ``<data_dir>`` itself;
 2. ``$DESCEND_DATA`` (the folder holding ``mnist/``): ``$DESCEND_DATA/<folder>``, then ``$DESCEND_DATA``;
-3. the user cache: ``$DESCEND_CACHE`` or ``$XDG_CACHE_HOME/descend`` or ``~/.cache/descend``, then ``/<folder>``.
+3. the user cache: ``<cache>/<folder>``, where ``<cache>`` is ``$DESCEND_CACHE`` or
+   ``$XDG_CACHE_HOME/descend`` or ``~/.cache/descend``;
+4. the copy bundled with the package (``descend/data/bundled/<folder>``; MNIST only).
 
-A set missing everywhere is downloaded into the user cache, unless ``download=False``
-or ``DESCEND_OFFLINE=1``. Each downloaded file is checked against its published MD5
+All files of a set must be found together in one folder. A set missing everywhere
+is downloaded into the user cache, unless ``download=False`` or ``DESCEND_OFFLINE=1``. Each downloaded file is checked against its published MD5
 before it is renamed into place (atomically), so a cut connection or a tampered
 mirror never leaves a file that looks valid.
 """
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from descend.errors import DataError, DataNotFound
+
+BUNDLED = Path(__file__).resolve().parent / "bundled"
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ def search_dirs(folder: str, data_dir: str | os.PathLike | None = None) -> list[
             root = Path(root).expanduser()
             dirs += [root / folder, root]
     dirs.append(cache_dir() / folder)
+    if (BUNDLED / folder).is_dir():
+        dirs.append(BUNDLED / folder)
     return dirs
 
 

@@ -10,13 +10,20 @@ Two splits are offered:
 
 Pixels become float32 in [0, 1] (``uint8 / 255``); labels int64. Nielsen's pickle
 stores ``uint8 / 256`` instead; :func:`load_mnist_pkl` returns it unchanged.
+
+MNIST ships with descend (``descend/data/bundled/mnist``, CC BY-SA 3.0, Yann LeCun,
+Corinna Cortes, Christopher J. C. Burges), so it loads with no network; the folders
+searched before it are listed in :mod:`descend.data.download`. Wherever MNIST's
+files come from, the SHA-256 of their decompressed content must be the original's
+(``verify=False`` or ``DESCEND_ALLOW_MODIFIED_DATA=1`` accept a deliberately
+modified copy), and every set's labels must lie in ``0..num_classes-1``.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +32,7 @@ import torch
 from descend.data.download import RemoteFile, locate
 from descend.data.idx import read_idx
 from descend.data.safe_pickle import load_numpy_pickle
-from descend.data.tensors import Splits, TensorPair
+from descend.data.tensors import Splits, TensorPair, check_splits
 from descend.errors import ConfigError, DataError
 
 
@@ -36,8 +43,9 @@ class IdxDataset:
     name: str
     folder: str
     mirrors: tuple[str, ...]
-    md5: dict[str, str]  # MD5 of each .gz file as distributed
+    md5: dict[str, str]  # MD5 of each .gz file as distributed (checked on download)
     classes: tuple[str, ...]
+    sha256: dict[str, str] = field(default_factory=dict)  # SHA-256 of each file's decompressed content
 
     def files(self) -> list[RemoteFile]:
         return [RemoteFile(name, md5, self.mirrors) for name, md5 in self.md5.items()]
@@ -57,6 +65,14 @@ IDX_DATASETS = {
             "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
         },
         _DIGITS,
+        # The original .gz files above decompress to exactly these bytes; so do the
+        # recompressed copies bundled with descend. Checked at every load.
+        {
+            "train-images-idx3-ubyte.gz": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "train-labels-idx1-ubyte.gz": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "t10k-images-idx3-ubyte.gz": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "t10k-labels-idx1-ubyte.gz": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
     ),
     "fashion-mnist": IdxDataset(
         "fashion-mnist",
@@ -87,26 +103,54 @@ IDX_DATASETS = {
 SPLITS = ("nndl", "standard")
 
 
+def verification_enabled(verify: bool = True) -> bool:
+    """Whether checksums are checked: ``verify``, unless ``DESCEND_ALLOW_MODIFIED_DATA=1``."""
+    return verify and os.environ.get("DESCEND_ALLOW_MODIFIED_DATA", "") in ("", "0")
+
+
 @functools.lru_cache(maxsize=8)
-def _read_pair(images: Path, labels: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Parse one images/labels pair once per process; later loads are a lookup."""
-    x = read_idx(images)
-    y = read_idx(labels)
+def _read_pair(
+    images: Path, labels: Path, images_sha256: str | None, labels_sha256: str | None, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Parse and check one images/labels pair once per process; later loads are a lookup."""
+    x = read_idx(images, sha256=images_sha256)
+    y = read_idx(labels, sha256=labels_sha256)
     if x.ndim != 3 or x.dtype != np.uint8:
         raise DataError(f"{images} should hold uint8 images of shape (n, rows, cols), got {x.dtype} {x.shape}")
-    if y.ndim != 1 or len(y) != len(x):
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise DataError(f"{labels} should hold a 1-D array of integer labels, got {y.dtype} {y.shape}")
+    if len(y) != len(x):
         raise DataError(f"{labels} holds {y.shape} labels for {len(x)} images in {images}; the files do not belong together")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise DataError(
+            f"{labels} holds labels {int(y.min())}..{int(y.max())}, but this data set has classes "
+            f"0..{num_classes - 1}; the file is corrupt or belongs to another data set"
+        )
     return torch.from_numpy(x.copy()), torch.from_numpy(y.astype(np.int64))
 
 
 def load_idx_arrays(
-    name: str, data_dir: str | os.PathLike | None = None, download: bool = True
+    name: str, data_dir: str | os.PathLike | None = None, download: bool = True, verify: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The raw uint8 images and int64 labels of an MNIST-format set: x_train, y_train, x_test, y_test."""
+    """The raw uint8 images and int64 labels of an MNIST-format set: x_train, y_train, x_test, y_test.
+
+    With ``verify`` (and ``DESCEND_ALLOW_MODIFIED_DATA`` unset), each file whose
+    decompressed SHA-256 is known (MNIST's four) must match it.
+    """
     spec = IDX_DATASETS[name]
     paths = locate(spec.folder, spec.files(), data_dir, download)
-    x_train, y_train = _read_pair(paths["train-images-idx3-ubyte.gz"], paths["train-labels-idx1-ubyte.gz"])
-    x_test, y_test = _read_pair(paths["t10k-images-idx3-ubyte.gz"], paths["t10k-labels-idx1-ubyte.gz"])
+    sums = spec.sha256 if verification_enabled(verify) else {}
+
+    def pair(images: str, labels: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return _read_pair(paths[images], paths[labels], sums.get(images), sums.get(labels), len(spec.classes))
+
+    x_train, y_train = pair("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+    x_test, y_test = pair("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DataError(
+            f"{paths['train-images-idx3-ubyte.gz']} holds images of {tuple(x_train.shape[1:])} pixels but "
+            f"{paths['t10k-images-idx3-ubyte.gz']} of {tuple(x_test.shape[1:])}; the files do not belong together"
+        )
     return x_train, y_train, x_test, y_test
 
 
@@ -120,25 +164,33 @@ def load_idx_dataset(
     split: str = "nndl",
     data_dir: str | os.PathLike | None = None,
     download: bool = True,
+    verify: bool = True,
 ) -> Splits:
-    """MNIST, Fashion-MNIST or KMNIST as float tensors, in the ``nndl`` or ``standard`` split."""
+    """MNIST, Fashion-MNIST or KMNIST as float tensors, in the ``nndl`` or ``standard`` split.
+
+    ``verify=False`` (or ``DESCEND_ALLOW_MODIFIED_DATA=1``) accepts MNIST files whose
+    content differs from the original, for deliberately modified copies.
+    """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    x_train, y_train, x_test, y_test = load_idx_arrays(name, data_dir, download)
+    x_train, y_train, x_test, y_test = load_idx_arrays(name, data_dir, download, verify)
     train = TensorPair(to_float_images(x_train), y_train)
     test = TensorPair(to_float_images(x_test), y_test)
     val = None
     if split == "nndl":
+        if len(train) <= 10_000:
+            raise DataError(f"the nndl split of {name} needs more than 10,000 training images, got {len(train)}; use split='standard'")
         n_train = len(train) - 10_000
         train, val = train[:n_train], train[n_train:]
-    return Splits(train, val, test, classes=IDX_DATASETS[name].classes, name=name)
+    # uint8 / 255 is finite by construction: no pass over the pixels for NaN
+    return check_splits(Splits(train, val, test, classes=IDX_DATASETS[name].classes, name=name), name, finite=False)
 
 
 def load_mnist_pkl(path: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None) -> Splits:
     """Nielsen's ``mnist.pkl.gz``: (training, validation, test), read by a NumPy-only unpickler.
 
     ``path`` is the file itself; without it the file is looked for like the IDX files
-    (``--data-dir``, ``$DESCEND_DATA``, the user cache; it is never downloaded).
+    (``--data-dir``, ``$DESCEND_DATA``, the user cache; it is never downloaded nor bundled).
     Images come back as float32 (n, 1, 28, 28) holding Nielsen's ``pixel / 256``.
     """
     if path is None:
@@ -148,7 +200,12 @@ def load_mnist_pkl(path: str | os.PathLike | None = None, data_dir: str | os.Pat
         raise DataError(f"{path} should hold (training, validation, test) pairs of arrays")
     parts = []
     for x, y in obj:
-        if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)) or x.ndim != 2 or x.shape[1] != 784 or len(y) != len(x):
-            raise DataError(f"{path}: expected pairs (x of shape (n, 784), y of shape (n,)), got {getattr(x, 'shape', x)}")
+        if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)) or x.ndim != 2 or x.shape[1] != 784 or y.ndim != 1 or len(y) != len(x):
+            raise DataError(
+                f"{path}: expected pairs (x of shape (n, 784), y of shape (n,)), got "
+                f"{getattr(x, 'shape', type(x).__name__)}, {getattr(y, 'shape', type(y).__name__)}"
+            )
+        if x.dtype.kind != "f" or y.dtype.kind not in "iu":
+            raise DataError(f"{path}: expected float pixels and integer labels, got {x.dtype} and {y.dtype}")
         parts.append(TensorPair(torch.from_numpy(x.astype(np.float32)).view(-1, 1, 28, 28), torch.from_numpy(y.astype(np.int64))))
-    return Splits(*parts, classes=_DIGITS, name="mnist-pkl")
+    return check_splits(Splits(*parts, classes=_DIGITS, name="mnist-pkl"), str(path))

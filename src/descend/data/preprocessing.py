@@ -1,4 +1,4 @@
-"""Input preprocessing fitted on the training data only (SPEC H1; CS189 "Normalizing the data").
+"""Input preprocessing fitted on the training data only (CS189 "Normalizing the data").
 
 CS189: "Center each feature so mean is zero. Then scale each feature so variance ~ 1 ...
 Whitening reduces the eccentricity even more, but it's more expensive." With mu and

@@ -1,4 +1,4 @@
-"""Sequence data for the recurrent networks of Deep Learning ch. 10 (SPEC R1-R4).
+"""Sequence data for the recurrent networks of Deep Learning ch. 10.
 
     sequential_mnist(images, order="rows")   images as sequences: 28 rows of 28 pixels,
                                              or 784 single pixels ("pixels")

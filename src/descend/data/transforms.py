@@ -1,4 +1,4 @@
-"""More data augmentation, batched (SPEC H5): crops, flips, affine and elastic distortions,
+"""More data augmentation, batched: crops, flips, affine and elastic distortions,
 AlexNet's PCA colour jitter, and test-time augmentation.
 
 Every training augmentation follows the protocol of :mod:`descend.data.augment`:
