@@ -78,6 +78,7 @@ def load_data(config: cfg.Config) -> Splits:
         path=d.path or None,
         limit=d.limit or None,
         eval_limit=d.eval_limit or None,
+        verify=d.verify,
     )
     if d.expand:
         splits = dataclasses.replace(splits, train=expand_mnist(splits.train, seed=config.seed))

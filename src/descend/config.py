@@ -65,6 +65,7 @@ class DataConfig:
     flip: bool = False  # random left-right mirroring (not for digits)
     color_jitter: float = 0.0  # AlexNet PCA colour jitter std (0.1 in the paper); 0: off
     tta: str = "none"  # test-time augmentation: none | flip | five-crop | ten-crop
+    verify: bool = True  # check MNIST files against the published content's SHA-256; false: accept modified files
     preprocess: str = "none"  # none | center | standardize | pca | zca, fitted on training data
     whiten_eps: float = 0.01  # added to variances / eigenvalues by preprocess
 
