@@ -130,6 +130,11 @@ def filters_figure(layer: nn.Module | Tensor, title: str = "filters", per_channe
         ax.set_xticks([])
         ax.set_yticks([])
     kh, kw = w.shape[2:]
+    kind = type(layer).__name__
+    if kind == "LocallyConnected2d":
+        title += " (the kernels of the centre position)"
+    elif kind == "TiledConv2d":
+        title += " (one kernel per output channel and tile)"
     scale = "RGB, each rescaled" if in_ch == 3 and not per_channel else "red > 0 > blue, each on its own \u00b1max|w|"
     fig.suptitle(f"{title}\n{out_ch} kernels of {kh}\u00d7{kw} ({scale})", fontsize=9)
     return fig
