@@ -136,6 +136,8 @@ def filters_figure(layer: nn.Module | Tensor, title: str = "filters", per_channe
     elif kind == "TiledConv2d":
         title += " (one kernel per output channel and tile)"
     scale = "RGB, each rescaled" if in_ch == 3 and not per_channel else "red > 0 > blue, each on its own \u00b1max|w|"
+    if per_channel:
+        scale += "; tile o:c = output channel o, input channel c"
     fig.suptitle(f"{title}\n{out_ch} kernels of {kh}\u00d7{kw} ({scale})", fontsize=9)
     return fig
 
