@@ -195,6 +195,11 @@ def test_plateau_resumes_from_a_checkpoint(tmp_path):
         assert [g["lr"] for g in opt2.param_groups] == [g["lr"] for g in opt.param_groups]
 
 
+def test_plateau_stepped_without_its_metric_says_how_to_step_it():
+    with pytest.raises(ConfigError, match=r"scheduler.step\(metrics\['val_loss'\]\)"):
+        Plateau(_optimizer()).step()
+
+
 @pytest.mark.parametrize("bad", [{"factor": 1.0}, {"patience": -1}, {"mode": "up"}, {"threshold_mode": "x"},
                                  {"monitor": ""}, {"min_lr": -1.0}, {"threshold": -0.1}])
 def test_plateau_rejects_bad_options(bad):

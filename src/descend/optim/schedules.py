@@ -165,6 +165,14 @@ class Plateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
             cooldown=_check_steps("cooldown", cooldown, minimum=0), min_lr=check_lr(min_lr),
         )
 
+    def step(self, metrics: float | None = None, epoch: None = None) -> None:  # type: ignore[override]
+        if metrics is None:
+            raise ConfigError(
+                f"the plateau schedule is stepped once per epoch with the metric it watches, "
+                f"scheduler.step(metrics[{self.monitor!r}]); it was stepped without one"
+            )
+        super().step(metrics)
+
 
 class MomentumSchedule:
     r"""Raise the momentum coefficient linearly from ``start`` to ``end`` over ``steps`` steps.
