@@ -232,3 +232,25 @@ def test_export_writes_an_onnx_file_that_onnxruntime_runs(tmp_path):
         torch.testing.assert_close(torch.from_numpy(got), last(x), atol=1e-4, rtol=0)
     r = descend("export", tmp_path / "run", "--weights", "best")
     assert r.returncode == 2 and "no best.safetensors" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_library_messages_reach_stderr_unless_quiet(monkeypatch, capsys, quiet):
+    import logging
+
+    from descend import cli, runs
+
+    def evaluate(run_dir, data_dir=None, tta=None):
+        logging.getLogger("descend.train.callbacks").info("early stopping: restored the weights of epoch 2")
+        return {"test_accuracy": 0.5}
+
+    monkeypatch.setattr(runs, "evaluate", evaluate)
+    logger = logging.getLogger("descend")
+    try:
+        assert cli.main(["evaluate", "somewhere", *(["--quiet"] if quiet else [])]) == 0
+        err = capsys.readouterr().err
+    finally:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    assert ("restored the weights of epoch 2" in err) is not quiet

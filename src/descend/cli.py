@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -338,6 +339,17 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_library_messages(quiet: bool) -> None:
+    """Messages descend's modules log (early stopping: when, why, which weights) go to stderr,
+    from the first process only; ``--quiet`` keeps only warnings."""
+    logger = logging.getLogger("descend")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet or os.environ.get("RANK", "0") != "0" else logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -349,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:  # like a missing required argument: usage, status 2
             parser.print_help(sys.stderr)
             return 2
+        _show_library_messages(getattr(args, "quiet", False))
         commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export, "bench": _bench}
         return commands[args.command](args)
     except DescendError as exc:

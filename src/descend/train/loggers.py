@@ -101,7 +101,8 @@ def flat_hparams(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _summary_writer():
+def require_tensorboard():
+    """torch's ``SummaryWriter``, or a ConfigError saying how to install what it needs."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
@@ -134,7 +135,7 @@ class TensorBoardLogger(Callback):
     """
 
     def __init__(self, log_dir: str | Path, hparams: Mapping[str, Any] | None = None, pictures: bool = True) -> None:
-        self.SummaryWriter = _summary_writer()  # fail at construction, before training starts
+        self.SummaryWriter = require_tensorboard()  # fail at construction, before training starts
         self.log_dir = Path(log_dir)
         self.hparams = dict(hparams or {})
         self.pictures = pictures
