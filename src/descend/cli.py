@@ -120,8 +120,10 @@ def _parser() -> argparse.ArgumentParser:
                        "per batch size.")
     p.add_argument("--config", metavar="FILE", default="nielsen",
                    help="take the model from this run config (default: nielsen)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 64, 256], metavar="B")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value of the model, e.g. --set model.conv=[32,64] (repeatable)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 64, 256], metavar="B",
+                   help="the batch sizes to time (default: 10 64 256)")
     p.add_argument("--images", type=int, default=2048, help="images per timed epoch")
     p.add_argument("--repeats", type=int, default=5, help="alternating timings per batch size (medians reported)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
