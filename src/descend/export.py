@@ -45,8 +45,11 @@ class ExportError(DescendError):
 
 def _require_onnx():
     try:
+        import importlib
+
         import onnxruntime
-        import onnxscript  # noqa: F401  (torch.onnx.export(dynamo=True) imports it)
+
+        importlib.import_module("onnxscript")  # torch.onnx.export(dynamo=True) needs it
     except ImportError as exc:
         raise ExportError(
             f'exporting to ONNX needs onnx, onnxscript and onnxruntime ({exc.name} is missing): '

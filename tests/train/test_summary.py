@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 from torch import nn
 
 from descend.train.summary import eta_seconds, flops_per_image, format_duration, model_summary, parameter_count
