@@ -32,7 +32,7 @@ def descend(*args, cwd=None, check_code=None):
 def test_version_and_help():
     from descend import __version__
 
-    assert descend("--version", check_code=0).stdout.strip() == f"descend {__version__}"
+    assert descend("--version", check_code=0).stdout.splitlines()[0] == f"descend {__version__}"
     for cmd in ("train", "evaluate", "predict", "experiment"):
         assert "usage: descend" in descend(cmd, "--help", check_code=0).stdout
     # an experiment's own options are reachable through --help
@@ -161,3 +161,96 @@ def test_nproc_is_checked(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     r = descend("train", "--nproc", "2", cwd=tmp_path)
     assert r.returncode == 2 and "under torchrun, leave it out" in r.stderr
+
+
+# ----------------------------------------------------------------------------- conventions
+def test_bare_descend_prints_help_and_exits_2():
+    r = descend()
+    assert r.returncode == 2 and "usage: descend" in r.stderr and "COMMAND" in r.stderr
+
+
+def test_version_names_descend_torch_and_the_device():
+    from descend import __version__
+
+    lines = descend("--version", check_code=0).stdout.splitlines()
+    assert lines[0] == f"descend {__version__}" and lines[1] == f"torch {torch.__version__}"
+    expected = f"cuda ({torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu (no CUDA GPU)"
+    assert lines[2].startswith(f"device: {expected}")
+
+
+def test_every_positional_argument_has_help():
+    import argparse
+
+    from descend.cli import _parser
+
+    parser = _parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert subparsers.help
+    checked = []
+    for name, sub in subparsers.choices.items():
+        if name == "predict":  # its arguments are being reworked separately
+            continue
+        for action in sub._actions:
+            if not action.option_strings:
+                assert action.help, f"descend {name} {action.metavar or action.dest} has no help"
+                checked.append(name)
+    assert {"evaluate", "export", "experiment"} <= set(checked)
+
+
+ENSEMBLE_RESULTS = {
+    "members": [{"member": "member-1", "test_accuracy": 0.91}, {"member": "member-2", "test_accuracy": 0.92}],
+    "test_accuracy": 0.93, "test_accuracy_average": 0.93, "test_accuracy_vote": 0.925,
+    "test_accuracy_by_members": [0.91, 0.925, 0.93],
+}
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_evaluate_quiet_prints_only_the_final_accuracies(monkeypatch, capsys, quiet):
+    from descend import cli, runs
+
+    monkeypatch.setattr(runs, "evaluate", lambda run_dir, data_dir=None, tta=None: ENSEMBLE_RESULTS)
+    assert cli.main(["evaluate", "somewhere", *(["--quiet"] if quiet else [])]) == 0
+    out = capsys.readouterr().out
+    final = "test accuracy: 93.00%  (average 93.00%, vote 92.50%)"
+    if quiet:
+        assert out.splitlines() == [final]
+    else:
+        assert "member-1: test 91.00%" in out and final in out and "first 1, 2, ... members: 91.00 92.50 93.00" in out
+
+
+def test_export_writes_an_onnx_file_that_onnxruntime_runs(tmp_path):
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    from test_export import make_run
+
+    last, _ = make_run(tmp_path / "run")
+    r = descend("export", tmp_path / "run", "--format", "onnx", "--output", tmp_path / "net.onnx", check_code=0)
+    assert r.stdout.strip() == f"wrote {tmp_path / 'net.onnx'}"
+    x = torch.rand(3, 1, 8, 8)
+    got = ort.InferenceSession(str(tmp_path / "net.onnx")).run(["logits"], {"images": x.numpy()})[0]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), last(x), atol=1e-4, rtol=0)
+    r = descend("export", tmp_path / "run", "--weights", "best")
+    assert r.returncode == 2 and "no best.safetensors" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_library_messages_reach_stderr_unless_quiet(monkeypatch, capsys, quiet):
+    import logging
+
+    from descend import cli, runs
+
+    def evaluate(run_dir, data_dir=None, tta=None):
+        logging.getLogger("descend.train.callbacks").info("early stopping: restored the weights of epoch 2")
+        return {"test_accuracy": 0.5}
+
+    monkeypatch.setattr(runs, "evaluate", evaluate)
+    logger = logging.getLogger("descend")
+    try:
+        assert cli.main(["evaluate", "somewhere", *(["--quiet"] if quiet else [])]) == 0
+        err = capsys.readouterr().err
+    finally:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    assert ("restored the weights of epoch 2" in err) is not quiet

@@ -1,4 +1,4 @@
-"""Pictures of kernels and feature maps (SPEC C11; Deep Learning sec. 9.10)."""
+"""Pictures of kernels and feature maps (Deep Learning sec. 9.10) and of learning curves."""
 
 from __future__ import annotations
 
@@ -58,3 +58,40 @@ def test_pngs_are_written_atomically_and_readable(tmp_path):
     assert sorted(f.name for f in tmp_path.iterdir()) == ["c1.png", "c3.png", "maps.png", "rgb.png"]
     with pytest.raises(ConfigError, match="no layer"):
         viz.save_feature_maps(net, "features.99", torch.rand(1, 28, 28), tmp_path / "x.png")
+
+
+def test_each_filter_has_its_own_symmetric_diverging_scale():
+    w = torch.zeros(3, 1, 2, 2)
+    w[0, 0] = torch.tensor([[1.0, -0.5], [0.25, 0.0]])
+    w[1, 0] = torch.tensor([[-0.01, 0.002], [0.0, 0.0]])  # small kernels are as visible as large ones
+    fig = viz.filters_figure(w, title="first layer")
+    images = [ax.images[0] for ax in fig.axes]
+    clims = [c for im in images for c in im.get_clim()]
+    assert clims == pytest.approx([-1.0, 1.0, -0.01, 0.01, -1.0, 1.0])  # an all-zero kernel: +-1
+    assert all(im.get_cmap().name == "RdBu_r" and im.get_interpolation() == "nearest" for im in images)
+    assert [ax.get_title() for ax in fig.axes] == ["0", "1", "2"]
+    assert fig.texts[0].get_text().startswith("first layer\n3 kernels of 2\u00d72")
+
+
+def test_filters_of_descend_conv_layers_are_drawn(tmp_path):
+    torch.manual_seed(3)
+    for layer in (dnn.Conv2d(1, 4, 3), dnn.LocallyConnected2d(1, 4, 6, 3), dnn.TiledConv2d(1, 2, 3, tiles=(2, 2))):
+        fig = viz.filters_figure(layer)
+        assert len(fig.axes) == len(viz.kernels(layer))
+    assert "centre position" in viz.filters_figure(dnn.LocallyConnected2d(1, 4, 6, 3)).texts[0].get_text()
+
+
+def test_learning_curves_have_whole_epoch_ticks_and_legends(tmp_path):
+    from descend import plots
+
+    history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "val_accuracy": 0.5 + e / 10} for e in (1, 2, 3)]
+    fig = plots.learning_curves_figure(history)
+    ax_loss, ax_acc = fig.axes
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlim(0.8, 3.2)
+        ticks = [t for t in ax.get_xticks() if 0.8 <= t <= 3.2]
+        assert ticks == [1, 2, 3]
+    assert [t.get_text() for t in ax_loss.get_legend().get_texts()] == ["training", "validation"]
+    assert [t.get_text() for t in ax_acc.get_legend().get_texts()] == ["validation"]
+    path = plots.learning_curves(history, tmp_path / "lc.png")
+    assert matplotlib.image.imread(path).ndim == 3

@@ -2,20 +2,23 @@
 
     descend train [--config run.toml] [--set key=value ...] [--resume RUN_DIR] ...
     descend train --nproc N ...           (data-parallel on N processes, via torchrun)
-    descend evaluate RUN_DIR
+    descend evaluate RUN_DIR [--quiet]    (--quiet: only the final accuracies)
     descend predict RUN_DIR IMAGE...
+    descend export RUN_DIR --format onnx [--output PATH] [--weights best|last]
     descend experiment NAME [options]     (descend experiment --list)
     descend bench                         Trainer overhead vs a hand-written loop
-    descend --version
+    descend --version                     descend's and torch's versions, the device
 
 Every descend error (bad config, missing data, diverging loss, ...) is printed as one
-message without a traceback, and the exit status is 2.
+message without a traceback, and the exit status is 2; so is a command line without a
+command (after the help).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -30,14 +33,37 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
 
+def version_text() -> str:
+    """``descend --version``: descend's version, torch's, and the device ``device = "auto"`` picks."""
+    import torch
+
+    if torch.cuda.is_available():
+        device = f"cuda ({torch.cuda.get_device_name(0)}" + (
+            f", {torch.cuda.device_count()} GPUs)" if torch.cuda.device_count() > 1 else ")")
+    else:
+        device = "cpu (no CUDA GPU)"
+    return f"descend {__version__}\ntorch {torch.__version__}\ndevice: {device}"
+
+
+class _Version(argparse.Action):
+    """Like argparse's ``version`` action, but the text (which imports torch) is built only when asked."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="descend",
         description="Train deep networks with every method of the reference texts; "
         "by default, a convolutional MNIST network that goes past Nielsen's chapter 6.",
     )
-    parser.add_argument("--version", action="version", version=f"descend {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action=_Version, help="show descend's and torch's versions and the device, and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="descend COMMAND --help shows its options")
 
     p = sub.add_parser("train", help="train a network (default: a deeper chapter-6 network on MNIST)",
                        description="Train the network a config describes. Without --config: the bundled "
@@ -61,16 +87,32 @@ def _parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser("evaluate", help="accuracy of a finished run (or ensemble) on validation and test data")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by descend train (or an ensemble's)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--tta", choices=CHOICES["data.tta"],
                    help="also report accuracies with test-time augmentation (default: the run's data.tta)")
-    _add_common(p)
+    p.add_argument("--data-dir", metavar="DIR", help="folder holding mnist/ (searched before $DESCEND_DATA and the cache)")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only the final accuracies: no line per ensemble member, no accuracies of the "
+                   "first 1, 2, ... members")
 
     p = sub.add_parser("predict", help="classify images (PNG/JPEG of a digit, or .npy arrays) with a trained run")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--json", action="store_true", help="print the predictions as JSON")
+
+    p = sub.add_parser("export", help="write a trained network as an ONNX file (runs in onnxruntime)",
+                       description="Export the network of a finished run for inference without descend: "
+                       "inputs 'images' (N, C, H, W) float32 with pixels in [0, 1], outputs 'logits'. The file is "
+                       "written only after onnxruntime has reproduced PyTorch's outputs. Needs "
+                       "pip install \"descend[onnx]\".")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by descend train (an ensemble's member-N)")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="the file format (default: onnx)")
+    p.add_argument("--output", metavar="PATH",
+                   help="where to write the file (default: RUN_DIR/model.onnx, or RUN_DIR/best.onnx with --weights best)")
+    p.add_argument("--weights", choices=("last", "best"), default="last",
+                   help="last: the final weights (model.safetensors, default); best: the best validation epoch's "
+                   "(best.safetensors)")
 
     p = sub.add_parser("bench", help="training-loop overhead vs a hand-written PyTorch loop, and throughput",
                        description="Time one epoch of the configured model (default: Nielsen's final network, "
@@ -78,14 +120,16 @@ def _parser() -> argparse.ArgumentParser:
                        "per batch size.")
     p.add_argument("--config", metavar="FILE", default="nielsen",
                    help="take the model from this run config (default: nielsen)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 64, 256], metavar="B")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value of the model, e.g. --set model.conv=[32,64] (repeatable)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 64, 256], metavar="B",
+                   help="the batch sizes to time (default: 10 64 256)")
     p.add_argument("--images", type=int, default=2048, help="images per timed epoch")
     p.add_argument("--repeats", type=int, default=5, help="alternating timings per batch size (medians reported)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
     p = sub.add_parser("experiment", help="run one of the texts' experiments (--list shows them)")
-    p.add_argument("name", nargs="?", metavar="NAME")
+    p.add_argument("name", nargs="?", metavar="NAME", help="the experiment to run (see --list)")
     p.add_argument("--list", action="store_true", help="list the experiments")
     return parser
 
@@ -223,8 +267,9 @@ def _without_option(argv: list[str], name: str) -> list[str]:
     return out
 
 
-def _print_results(results: dict) -> None:
-    for member in results.get("members", []):
+def _print_results(results: dict, quiet: bool = False) -> None:
+    """The accuracies of a run; ``quiet``: only the final ones (no member lines, no ensembles of the first k)."""
+    for member in [] if quiet else results.get("members", []):
         accs = "  ".join(f"{k.replace('_accuracy', '')} {100 * v:.2f}%" for k, v in member.items()
                          if k.endswith(("accuracy", "accuracy_tta")))
         print(f"{member['member']}: {accs}")
@@ -239,7 +284,7 @@ def _print_results(results: dict) -> None:
         if f"{key}_accuracy_tta" in results:
             label = "validation" if key == "val" else "test"
             print(f"{label} accuracy with test-time augmentation: {100 * results[f'{key}_accuracy_tta']:.2f}%")
-    for key in ("test_accuracy_by_members", "test_accuracy_tta_by_members"):
+    for key in () if quiet else ("test_accuracy_by_members", "test_accuracy_tta_by_members"):
         if len(results.get(key, ())) > 2:
             label = "with test-time augmentation, " if "tta" in key else ""
             print(f"test accuracy {label}ensemble of the first 1, 2, ... members: "
@@ -255,7 +300,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        _print_results(results)
+        _print_results(results, quiet=args.quiet)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from descend.export import export_run
+
+    path = export_run(Path(args.run_dir), args.format, args.output, args.weights)
+    print(f"wrote {path}")
     return 0
 
 
@@ -288,6 +341,17 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_library_messages(quiet: bool) -> None:
+    """Messages descend's modules log (early stopping: when, why, which weights) go to stderr,
+    from the first process only; ``--quiet`` keeps only warnings."""
+    logger = logging.getLogger("descend")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet or os.environ.get("RANK", "0") != "0" else logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -296,10 +360,11 @@ def main(argv: list[str] | None = None) -> int:
         parser = _parser()
         args = parser.parse_args(argv)
         args.argv = list(argv)  # the --nproc launcher passes them on
-        if args.command is None:
-            parser.print_help()
-            return 0
-        commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "bench": _bench}
+        if args.command is None:  # like a missing required argument: usage, status 2
+            parser.print_help(sys.stderr)
+            return 2
+        _show_library_messages(getattr(args, "quiet", False))
+        commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export, "bench": _bench}
         return commands[args.command](args)
     except Interrupted as exc:
         print(f"descend: {exc}", file=sys.stderr)

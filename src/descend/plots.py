@@ -1,4 +1,4 @@
-"""Pictures of a run, as PNG files (SPEC S4, C11).
+"""Pictures of a run, as PNG files.
 
 * learning curves: loss and accuracy per epoch (training, validation, test);
 * a grid of misclassified test images, each labelled ``true -> predicted``;
@@ -38,8 +38,11 @@ def save(fig, path: str | Path) -> Path:
     return path
 
 
-def learning_curves(history: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Loss (left) and accuracy (right) per epoch from the Trainer's history."""
+def learning_curves_figure(history: Sequence[dict[str, Any]], title: str = ""):
+    """Loss (left, log scale) and accuracy (right) per epoch from the Trainer's history,
+    with whole-number epoch ticks and a legend naming each split's line."""
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [h["epoch"] for h in history]
     fig = figure(10, 3.8)
     ax_loss, ax_acc = fig.subplots(1, 2)
@@ -47,17 +50,25 @@ def learning_curves(history: Sequence[dict[str, Any]], path: str | Path, title: 
         if history and key in history[0]:
             ax_loss.plot(epochs, [h[key] for h in history], marker="o", ms=3, label=label)
     ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
-    for key, label in (("val_accuracy", "validation"), ("test_accuracy", "test")):
+    for key, label in (("train_accuracy", "training"), ("val_accuracy", "validation"), ("test_accuracy", "test")):
         if history and key in history[0]:
             ax_acc.plot(epochs, [100 * h[key] for h in history], marker="o", ms=3, label=label)
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend()
+        else:
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, color="gray")
     if title:
         fig.suptitle(title)
-    return save(fig, path)
+    return fig
+
+
+def learning_curves(history: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """:func:`learning_curves_figure` written as PNG to ``path``."""
+    return save(learning_curves_figure(history, title), path)
 
 
 def misclassified(

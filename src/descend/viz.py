@@ -1,4 +1,4 @@
-"""Pictures of what a convolutional layer has learned (SPEC C11; Deep Learning sec. 9.10).
+"""Pictures of what a convolutional layer has learned (Deep Learning sec. 9.10).
 
 "In an artificial neural network, we can just display an image of the convolution
 kernel to see what the corresponding channel of a convolutional layer responds to."
@@ -6,7 +6,8 @@ kernel to see what the corresponding channel of a convolutional layer responds t
 
     conv_layers(model)                  the named layers that have a kernel to show
     kernels(layer)                      a layer's kernels as (out, in, kh, kw)
-    save_filters(layer_or_weight, path) a grid of kernels as PNG
+    filters_figure(layer_or_weight)     a grid of kernels as a matplotlib Figure
+    save_filters(layer_or_weight, path) ... written as PNG
     feature_maps(model, layer, x)       a layer's output for an input (a forward hook)
     save_feature_maps(model, layer, x, path)
 
@@ -91,37 +92,60 @@ def _resolve(model: nn.Module, layer: str | nn.Module) -> nn.Module:
     return modules[layer]
 
 
-def save_filters(layer: nn.Module | Tensor, path: str | Path, title: str = "filters",
-                 per_channel: bool = False, max_tiles: int = 256) -> Path:
-    """Draw a layer's kernels as a grid of tiles and write a PNG.
+def filters_figure(layer: nn.Module | Tensor, title: str = "filters", per_channel: bool = False,
+                   max_tiles: int = 256):
+    """A layer's kernels as a grid of tiles, one per output channel, numbered.
 
-    One tile per output channel: RGB when the layer has 3 input channels, else the mean
-    over input channels; ``per_channel=True`` draws one row per output channel and one
-    column per input channel instead. Each tile is scaled to its own range (gray = 0 is
-    not kept), so the pattern, not the size, is visible.
+    Each tile is drawn with a diverging colour map centred on zero (red > 0, blue < 0,
+    white = 0) on its own symmetric scale, +-max|w| of that kernel, so the sign pattern
+    of a small kernel is as visible as a large one's; pixels are shown as blocks (nearest
+    neighbour). With several input channels a tile is the mean over them, unless
+    ``per_channel=True`` (one row per output channel, one column per input channel);
+    with 3 input channels a tile is the RGB kernel, rescaled to [0, 1].
     """
     w = kernels(layer)
     out_ch, in_ch = w.shape[:2]
     if per_channel:
         tiles = [w[o, c] for o in range(out_ch) for c in range(in_ch)][:max_tiles]
+        labels = [f"{o}:{c}" for o in range(out_ch) for c in range(in_ch)][:max_tiles]
         cols = in_ch if in_ch <= 16 else 16
-    elif in_ch == 3:
-        tiles = [w[o].permute(1, 2, 0) for o in range(out_ch)][:max_tiles]
-        cols = min(10, len(tiles))
     else:
-        tiles = [w[o].mean(dim=0) for o in range(out_ch)][:max_tiles]
+        tiles = [w[o].permute(1, 2, 0) if in_ch == 3 else w[o].mean(dim=0) for o in range(out_ch)][:max_tiles]
+        labels = [str(o) for o in range(len(tiles))]
         cols = min(10, len(tiles))
     rows = math.ceil(len(tiles) / cols)
-    fig = _figure(cols * 0.9, rows * 0.9 + 0.4)
-    fig.subplots_adjust(top=1 - 0.4 / (rows * 0.9 + 0.4), bottom=0.0, left=0.0, right=1.0)
-    for i, tile in enumerate(tiles):
+    tile_in, header = 1.0, 0.7
+    fig = _figure(cols * tile_in, rows * tile_in + header)
+    fig.subplots_adjust(top=1 - header / (rows * tile_in + header), bottom=0.02, left=0.01, right=0.99,
+                        hspace=0.35, wspace=0.1)
+    for i, (tile, label) in enumerate(zip(tiles, labels)):
         ax = fig.add_subplot(rows, cols, i + 1)
-        lo, hi = tile.min(), tile.max()
-        ax.imshow(((tile - lo) / (hi - lo + 1e-12)).numpy(), cmap=None if tile.dim() == 3 else "gray",
-                  interpolation="nearest")
-        ax.axis("off")
-    fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+        if tile.dim() == 3:  # RGB: no sign to show, stretch to [0, 1]
+            lo, hi = tile.min(), tile.max()
+            ax.imshow(((tile - lo) / (hi - lo + 1e-12)).numpy(), interpolation="nearest")
+        else:
+            m = float(tile.abs().max()) or 1.0
+            ax.imshow(tile.numpy(), cmap="RdBu_r", vmin=-m, vmax=m, interpolation="nearest")
+        ax.set_title(label, fontsize=7, pad=2)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    kh, kw = w.shape[2:]
+    kind = type(layer).__name__
+    if kind == "LocallyConnected2d":
+        title += " (the kernels of the centre position)"
+    elif kind == "TiledConv2d":
+        title += " (one kernel per output channel and tile)"
+    scale = "RGB, each rescaled" if in_ch == 3 and not per_channel else "red > 0 > blue, each on its own \u00b1max|w|"
+    if per_channel:
+        scale += "; tile o:c = output channel o, input channel c"
+    fig.suptitle(f"{title}\n{out_ch} kernels of {kh}\u00d7{kw} ({scale})", fontsize=9)
+    return fig
+
+
+def save_filters(layer: nn.Module | Tensor, path: str | Path, title: str = "filters",
+                 per_channel: bool = False, max_tiles: int = 256) -> Path:
+    """:func:`filters_figure` of any conv-like layer (see :func:`kernels`) written as PNG."""
+    return _save(filters_figure(layer, title, per_channel, max_tiles), path)
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ import torch
 
 from descend.errors import ConfigError
 from descend.optim import OPTIMIZERS, SCHEDULES, AdaGrad, Adam, LinearDecay, Momentum, MomentumSchedule, WarmupCosine
+from descend.optim.schedules import Plateau
 from reference import first_order as ref
 
 
@@ -21,7 +22,10 @@ def _lrs_over(scheduler, optimizer, steps):
     for _ in range(steps):
         out.append([g["lr"] for g in optimizer.param_groups])
         optimizer.step()
-        scheduler.step()
+        if hasattr(scheduler, "monitor"):  # plateau: stepped with the metric it watches, here one that stalls
+            scheduler.step(1.0)
+        else:
+            scheduler.step()
     return out
 
 
@@ -133,3 +137,71 @@ def test_linear_decay_config_defaults_to_the_whole_run():
     opt = _optimizer(lrs=(1.0,))
     lrs = [lr[0] for lr in _lrs_over(SCHEDULES["linear-decay"](opt, total_steps=10, steps_per_epoch=5), opt, 11)]
     assert lrs[10] == pytest.approx(0.01) and lrs[5] == pytest.approx(ref.linear_decay(5, 1.0, 0.01, 10))
+
+
+# ----------------------------------------------------------------------------- plateau
+METRIC = [1.0, 0.9, 0.95, 0.92, 0.91, 0.9, 0.85, 0.86, 0.87, 0.88, 0.89, 0.7, 0.71, 0.72, 0.73, 0.74, 0.75]
+
+
+def test_plateau_by_hand():
+    # patience 2, factor 0.5, mode min, threshold 0: the rate halves at the 3rd epoch in a
+    # row without a new minimum (epochs 5, 10 and 15; 0.9 at epoch 6 only ties the best).
+    opt = _optimizer(lrs=(1.0,))
+    sched = SCHEDULES["plateau"](opt, total_steps=100, steps_per_epoch=10, factor=0.5, patience=2, threshold=0.0)
+    assert (sched.interval, sched.monitor, sched.mode) == ("epoch", "val_loss", "min")
+    lrs = []
+    for m in METRIC:
+        sched.step(m)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs == [1.0] * 4 + [0.5] * 5 + [0.25] * 5 + [0.125] * 3
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"factor": 0.5, "patience": 1},
+    {"factor": 0.3, "patience": 0, "cooldown": 2, "min_lr": 0.01},
+    {"monitor": "val_accuracy", "patience": 1, "threshold": 0.05},
+    {"mode": "max", "patience": 2, "threshold_mode": "abs", "threshold": 0.01},
+])
+def test_plateau_matches_torch_reduce_lr_on_plateau(options):
+    mode = options.get("mode") or ("min" if "loss" in options.get("monitor", "val_loss") else "max")
+    torch_options = {k: v for k, v in options.items() if k != "monitor"}
+    torch_options["mode"] = mode
+    ours_opt, torch_opt = _optimizer(), _optimizer()
+    ours = Plateau(ours_opt, **options)
+    theirs = torch.optim.lr_scheduler.ReduceLROnPlateau(torch_opt, **torch_options)
+    for m in METRIC * 2:
+        ours.step(m)
+        theirs.step(m)
+        assert [g["lr"] for g in ours_opt.param_groups] == [g["lr"] for g in torch_opt.param_groups]
+
+
+def test_plateau_resumes_from_a_checkpoint(tmp_path):
+    from descend.train.checkpoint import load_state, save_state
+
+    opt = _optimizer()
+    sched = Plateau(opt, factor=0.5, patience=1)
+    for m in METRIC[:7]:
+        sched.step(m)
+    save_state(tmp_path / "c.safetensors", {"scheduler": sched.state_dict(), "optimizer": opt.state_dict()})
+    state = load_state(tmp_path / "c.safetensors")
+    opt2 = _optimizer()
+    opt2.load_state_dict(state["optimizer"])
+    resumed = Plateau(opt2, factor=0.5, patience=1)
+    resumed.load_state_dict(state["scheduler"])
+    for m in METRIC[7:]:
+        sched.step(m)
+        resumed.step(m)
+        assert [g["lr"] for g in opt2.param_groups] == [g["lr"] for g in opt.param_groups]
+
+
+def test_plateau_stepped_without_its_metric_says_how_to_step_it():
+    with pytest.raises(ConfigError, match=r"scheduler.step\(metrics\['val_loss'\]\)"):
+        Plateau(_optimizer()).step()
+
+
+@pytest.mark.parametrize("bad", [{"factor": 1.0}, {"patience": -1}, {"mode": "up"}, {"threshold_mode": "x"},
+                                 {"monitor": ""}, {"min_lr": -1.0}, {"threshold": -0.1}])
+def test_plateau_rejects_bad_options(bad):
+    with pytest.raises(ConfigError):
+        Plateau(_optimizer(), **bad)

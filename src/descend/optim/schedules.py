@@ -3,15 +3,17 @@
 * :class:`LinearDecay`: eq. 8.14, the book's linear decay to step tau, then constant
   (with an optional linear warm-up before it).
 * :class:`WarmupCosine`: linear warm-up, then cosine annealing.
+* :class:`Plateau`: divide the rate when a validation metric stops improving (torch's
+  ``ReduceLROnPlateau``), stepped once per epoch with that metric.
 * :class:`MomentumSchedule`: the momentum coefficient raised over time (sec. 8.3.2;
   CS189: "Geoff Hinton suggests starting at 0.5 and slowly increasing it to 0.9").
 * ``SCHEDULES``: config name -> ``make(optimizer, *, total_steps, steps_per_epoch, **hparams)``
   returning a torch LR scheduler stepped once per batch; step, exponential, cosine and
   one-cycle wrap torch's schedulers.
 
-All learning-rate schedules are ``torch.optim.lr_scheduler.LRScheduler`` subclasses with
-closed forms, so they work with any optimizer, save with ``state_dict()`` and resume
-exactly.
+All learning-rate schedules are ``torch.optim.lr_scheduler.LRScheduler`` subclasses, so
+they work with any optimizer, save with ``state_dict()`` and resume exactly; all but
+:class:`Plateau` have closed forms in the step count.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from descend.errors import ConfigError
-from descend.optim._common import check_lr, check_positive, check_unit_interval
+from descend.optim._common import check_lr, check_nonnegative, check_positive, check_unit_interval
 
 
 def _check_steps(name: str, value: object, *, minimum: int = 1) -> int:
@@ -111,6 +113,65 @@ class WarmupCosine(LRScheduler):
         return [self._lr(base, self.last_epoch) for base in self.base_lrs]
 
     _get_closed_form_lr = get_lr
+
+
+class Plateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
+    r"""Multiply the rate by ``factor`` when ``monitor`` has not improved for ``patience`` epochs.
+
+    Sec. 8.3.1: the learning rate must decrease over time, and is best chosen by
+    "monitoring learning curves"; this lets the validation curve decide when. Torch's
+    ``ReduceLROnPlateau``, with the metric it watches named:
+
+    .. code-block:: text
+
+        after epoch k, with m_k = metrics[monitor]:
+            if m_k better than best (by threshold, relative or absolute): best = m_k, bad = 0
+            else: bad = bad + 1
+            if in cooldown: cooldown = cooldown - 1, bad = 0
+            if bad > patience: eps = max(eps * factor, min_lr), cooldown = cooldown_epochs, bad = 0
+
+    ``interval = "epoch"`` and ``monitor`` tell the Trainer to call
+    ``scheduler.step(metrics[scheduler.monitor])`` once per epoch instead of ``step()``
+    per batch. ``mode`` defaults to ``"min"`` for losses and ``"max"`` otherwise.
+    """
+
+    interval = "epoch"
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        monitor: str = "val_loss",
+        mode: str | None = None,
+        factor: float = 0.1,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        threshold_mode: str = "rel",
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+    ) -> None:
+        if not isinstance(monitor, str) or not monitor:
+            raise ConfigError(f"Invalid monitor: {monitor!r}; name a metric of the epoch, e.g. 'val_loss'")
+        mode = mode or ("min" if "loss" in monitor else "max")
+        if mode not in ("min", "max"):
+            raise ConfigError(f"Invalid mode: {mode!r}; use 'min' or 'max'")
+        if threshold_mode not in ("rel", "abs"):
+            raise ConfigError(f"Invalid threshold_mode: {threshold_mode!r}; use 'rel' or 'abs'")
+        if not 0.0 < factor < 1.0:
+            raise ConfigError(f"Invalid factor: {factor!r}; factor must be in (0, 1)")
+        self.monitor = monitor
+        super().__init__(
+            optimizer, mode=mode, factor=factor, patience=_check_steps("patience", patience, minimum=0),
+            threshold=check_nonnegative("threshold", threshold), threshold_mode=threshold_mode,
+            cooldown=_check_steps("cooldown", cooldown, minimum=0), min_lr=check_lr(min_lr),
+        )
+
+    def step(self, metrics: float | None = None, epoch: None = None) -> None:  # type: ignore[override]
+        if metrics is None:
+            raise ConfigError(
+                f"the plateau schedule is stepped once per epoch with the metric it watches, "
+                f"scheduler.step(metrics[{self.monitor!r}]); it was stepped without one"
+            )
+        super().step(metrics)
 
 
 class MomentumSchedule:
@@ -241,6 +302,14 @@ def onecycle(optimizer, *, total_steps: int, steps_per_epoch: int, max_lr: float
     )
 
 
+def plateau(optimizer, *, total_steps: int, steps_per_epoch: int, monitor: str = "val_loss", mode: str | None = None,
+            factor: float = 0.1, patience: int = 10, threshold: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0):
+    """Divide the rate by 1/``factor`` when ``monitor`` stalls for ``patience`` epochs
+    (:class:`Plateau`; stepped per epoch with the metric, not per batch)."""
+    return Plateau(optimizer, monitor=monitor, mode=mode, factor=factor, patience=patience, threshold=threshold,
+                   cooldown=cooldown, min_lr=min_lr)
+
+
 SCHEDULES = {
     "constant": constant,
     "linear-decay": linear_decay,
@@ -250,4 +319,5 @@ SCHEDULES = {
     "cosine": cosine,
     "warmup-cosine": warmup_cosine,
     "onecycle": onecycle,
+    "plateau": plateau,
 }

@@ -15,18 +15,24 @@ A callback is any object with some of these methods; the Trainer calls those it 
 
 :class:`Callback` is an empty base class for readers who like to subclass.
 This module also holds the callbacks every run may want: early stopping (sec. 7.8 of
-Deep Learning, used throughout ch. 8) and Polyak averaging for evaluation (sec. 8.7.3).
+Deep Learning, used throughout ch. 8), the weights of the best validation epoch kept on
+disk, and Polyak averaging for evaluation (sec. 8.7.3). They report what they did through
+``logging.getLogger(__name__)``; the CLI shows those messages.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from descend.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class Callback:
@@ -54,6 +60,9 @@ class EarlyStopping(Callback):
         patience: epochs without improvement before stopping.
         min_delta: the smallest change that counts as an improvement.
         restore_best: load the best epoch's weights back at the end of training.
+
+    After training, ``stopped_epoch`` is the epoch it stopped at (0 if it never stopped
+    the run) and ``reason`` says why, for the CLI to print; both are logged.
     """
 
     def __init__(
@@ -75,6 +84,8 @@ class EarlyStopping(Callback):
         self.best_epoch = 0
         self.bad_epochs = 0
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.stopped_epoch = 0
+        self.reason = ""
 
     def _improved(self, value: float) -> bool:
         if self.mode == "max":
@@ -96,11 +107,20 @@ class EarlyStopping(Callback):
             self.bad_epochs += 1
             if self.bad_epochs > self.patience:
                 trainer.should_stop = True
+                self.stopped_epoch = epoch
+                self.reason = (
+                    f"{self.monitor} did not improve on its best, {self.best:.6g} at epoch {self.best_epoch}, "
+                    f"in the {self.bad_epochs} epochs since (patience {self.patience}"
+                    + (f", min_delta {self.min_delta:g}" if self.min_delta else "") + ")"
+                )
+                log.info("early stopping at epoch %d: %s", epoch, self.reason)
         metrics["best_epoch"] = self.best_epoch
 
     def on_fit_end(self, trainer) -> None:
         if self.restore_best and self.best_state is not None:
             trainer.model.load_state_dict(self.best_state)
+            log.info("early stopping: restored the weights of epoch %d (%s %.6g)",
+                     self.best_epoch, self.monitor, self.best)
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
@@ -111,6 +131,52 @@ class EarlyStopping(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
         self.best_state = state.get("best_state")
+
+
+class BestWeights(Callback):
+    """Keep the weights of the best epoch on disk (``best.safetensors``) beside the last ones.
+
+    The model selection of early stopping (Deep Learning sec. 7.8) without stopping:
+    after each epoch whose ``monitor`` improves on the best so far, the model's weights
+    are written atomically with :func:`~descend.train.checkpoint.save_weights`, with
+    ``{"epoch", monitor}`` in the file's metadata. A tie keeps the earlier epoch. The best
+    value and epoch are in ``state_dict()``, so a resumed run compares with the best of
+    the epochs before the interruption.
+
+    Args:
+        path: the weights file, e.g. ``run_dir / "best.safetensors"``.
+        monitor: a metric of the epoch, e.g. ``"val_accuracy"`` or ``"val_loss"``.
+        mode: ``"max"`` or ``"min"``; by default ``"min"`` for losses, else ``"max"``.
+    """
+
+    def __init__(self, path: str | Path, monitor: str = "val_accuracy", mode: str | None = None) -> None:
+        mode = mode or ("min" if "loss" in monitor else "max")
+        if mode not in ("min", "max"):
+            raise ConfigError(f"BestWeights mode must be 'min' or 'max', got {mode!r}")
+        self.path, self.monitor, self.mode = Path(path), monitor, mode
+        self.best = -math.inf if mode == "max" else math.inf
+        self.best_epoch = 0
+
+    def on_epoch_end(self, trainer, epoch: int, metrics: dict) -> None:
+        if self.monitor not in metrics:
+            raise ConfigError(
+                f"BestWeights monitors {self.monitor!r}, which this run does not compute; "
+                f"available: {', '.join(sorted(metrics))}"
+            )
+        value = float(metrics[self.monitor])
+        if value > self.best if self.mode == "max" else value < self.best:
+            self.best, self.best_epoch = value, epoch
+            if trainer.rank == 0:
+                from descend.train.checkpoint import save_weights
+
+                save_weights(self.path, trainer.model, {"epoch": epoch, self.monitor: value})
+                log.debug("best weights: epoch %d, %s %.6g -> %s", epoch, self.monitor, value, self.path)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"monitor": self.monitor, "best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])
 
 
 class AveragedEvaluation(Callback):

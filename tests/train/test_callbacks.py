@@ -1,0 +1,93 @@
+"""BestWeights (best.safetensors, kept across resume) and what EarlyStopping reports."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from descend.errors import ConfigError
+from descend.train import EarlyStopping, Trainer
+from descend.train.callbacks import BestWeights
+
+from train.test_loggers import KillAt, tiny_data, tiny_model
+
+
+class Scripted:
+    """Replaces the monitored metric by a fixed sequence and records the weights of each epoch."""
+
+    def __init__(self, values, key="val_accuracy"):
+        self.values, self.key, self.weights = values, key, {}
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        metrics[self.key] = self.values[epoch - 1]
+        self.weights[epoch] = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+def make(run_dir, callbacks, epochs):
+    model = tiny_model()
+    return Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), tiny_data(), epochs=epochs, batch_size=16,
+                   run_dir=run_dir, quiet=True, callbacks=callbacks)
+
+
+def saved(path):
+    with safe_open(str(path), framework="pt") as f:
+        return load_file(str(path)), json.loads(f.metadata()["descend"])
+
+
+@pytest.mark.parametrize("mode, values, best_epoch", [
+    ("max", [0.5, 0.7, 0.7, 0.6, 0.8, 0.8], 5),   # the tie at epoch 6 keeps epoch 5
+    ("min", [0.5, 0.4, 0.45, 0.4, 0.6, 0.3], 6),
+])
+def test_best_weights_are_those_of_the_best_epoch(tmp_path, mode, values, best_epoch):
+    script = Scripted(values, "val_loss" if mode == "min" else "val_accuracy")
+    best = BestWeights(tmp_path / "best.safetensors", monitor=script.key)
+    assert best.mode == mode
+    make(tmp_path, [script, best], epochs=6).fit()
+    tensors, meta = saved(tmp_path / "best.safetensors")
+    assert meta == {"epoch": best_epoch, script.key: values[best_epoch - 1]}
+    for k, v in script.weights[best_epoch].items():
+        assert torch.equal(tensors[k], v)
+    assert not torch.equal(tensors["0.weight"], script.weights[6]["0.weight"]) or best_epoch == 6
+
+
+def test_best_weights_remember_the_best_across_a_resume(tmp_path):
+    values = [0.9, 0.5, 0.6, 0.95, 0.7]
+    with pytest.raises(KeyboardInterrupt):
+        make(tmp_path, [Scripted(values), BestWeights(tmp_path / "best.safetensors"), KillAt(3)], epochs=5).fit()
+    script, best = Scripted(values), BestWeights(tmp_path / "best.safetensors")
+    trainer = make(tmp_path, [script, best], epochs=5)
+    trainer.resume()
+    assert (best.best, best.best_epoch) == (0.9, 1)
+    trainer.fit()
+    tensors, meta = saved(tmp_path / "best.safetensors")
+    assert meta["epoch"] == 4 and best.state_dict() == {"monitor": "val_accuracy", "best": 0.95, "best_epoch": 4}
+    for k, v in script.weights[4].items():
+        assert torch.equal(tensors[k], v)
+
+
+def test_best_weights_name_the_missing_metric(tmp_path):
+    with pytest.raises(ConfigError, match="val_f1"):
+        make(tmp_path, [BestWeights(tmp_path / "b.safetensors", monitor="val_f1")], epochs=1).fit()
+
+
+def test_early_stopping_says_when_and_why_and_that_it_restored(tmp_path, caplog):
+    script = Scripted([0.5, 0.6, 0.55, 0.55, 0.9])
+    stop = EarlyStopping(patience=1)
+    with caplog.at_level(logging.INFO, logger="descend.train.callbacks"):
+        history = make(None, [script, stop], epochs=5).fit()
+    assert len(history) == 4 and stop.stopped_epoch == 4
+    assert "val_accuracy" in stop.reason and "epoch 2" in stop.reason and "patience 1" in stop.reason
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("early stopping at epoch 4: val_accuracy did not improve") for m in messages)
+    assert "early stopping: restored the weights of epoch 2 (val_accuracy 0.6)" in messages
+
+
+def test_early_stopping_that_never_stopped_has_no_reason():
+    stop = EarlyStopping(patience=5)
+    make(None, [Scripted([0.1, 0.2]), stop], epochs=2).fit()
+    assert (stop.stopped_epoch, stop.reason) == (0, "")
