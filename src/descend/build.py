@@ -34,6 +34,8 @@ from descend.errors import ConfigError, DataError
 from descend.nn.capabilities import image_convolutions
 from descend.train import AveragedEvaluation, EarlyStopping, Trainer, distributed
 
+BEST_WEIGHTS = "best.safetensors"
+
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when present, else CPU; anything else must be available."""
@@ -166,6 +168,22 @@ def build_trainer(config: cfg.Config, splits: Splits, run_dir: Path | None, seed
     augment = build_augment(config, splits)
     sampler, sampler_callbacks = build_sampler(config, splits, seed)
     callbacks += sampler_callbacks
+    # Outputs beside metrics.jsonl, appended last (callback state is checkpointed by position):
+    # the best weights by validation (never selected on the test set), metrics.csv, TensorBoard.
+    from descend.train.callbacks import BestWeights
+    from descend.train.loggers import CSV, TENSORBOARD, CSVLogger, TensorBoardLogger, flat_hparams, require_tensorboard
+
+    if "tensorboard" in t.log:
+        require_tensorboard()  # before any run directory exists
+    if run_dir is not None:
+        if splits.val is not None and len(splits.val) and t.monitor.startswith("val"):
+            callbacks.append(BestWeights(run_dir / BEST_WEIGHTS, monitor=t.monitor))
+        callbacks.append(CSVLogger(run_dir / CSV))
+        if "tensorboard" in t.log:
+            callbacks.append(TensorBoardLogger(run_dir / TENSORBOARD, hparams=flat_hparams(config.to_dict())))
+    if hasattr(scheduler, "monitor") and scheduler.monitor.startswith("val") and splits.val is None:
+        raise ConfigError(f"schedule {config.schedule['name']!r} monitors {scheduler.monitor} but there is no "
+                          "validation set; use data.split = \"nndl\" or schedule.monitor = \"train_loss\"")
     # Channels-last pays off for image convolutions on GPUs (tensor cores) and on CPUs too,
     # where oneDNN has NHWC kernels (benchmarks/trainer_overhead.py measures it).
     channels_last = t.channels_last == "on" or (t.channels_last == "auto" and bool(image_convolutions(model)))
@@ -177,6 +195,7 @@ def build_trainer(config: cfg.Config, splits: Splits, run_dir: Path | None, seed
         batch_size=t.batch_size,
         eval_batch_size=t.eval_batch_size,
         scheduler=scheduler,
+        scheduler_interval=getattr(scheduler, "interval", "batch"),
         callbacks=callbacks,
         run_dir=run_dir,
         seed=seed,
@@ -191,6 +210,7 @@ def build_trainer(config: cfg.Config, splits: Splits, run_dir: Path | None, seed
         amp=resolve_amp(t.amp, device),
         channels_last=channels_last,
         clip_norm=t.clip_norm,
+        nonfinite=t.nonfinite,
         sync_batchnorm=t.sync_batchnorm,
         data_parallel=data_parallel,
     )

@@ -95,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true",
                    help="print only the final accuracies: no line per ensemble member, no accuracies of the "
                    "first 1, 2, ... members")
+    p.add_argument("--weights", choices=("last", "best"), default="last",
+                   help="last: the final weights (default); best: the best validation epoch's (best.safetensors)")
 
     p = sub.add_parser("predict", help="classify images (PNG/JPEG of a digit, or .npy arrays) with a trained run")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -296,7 +298,7 @@ def _print_results(results: dict, quiet: bool = False) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from descend import runs
 
-    results = runs.evaluate(Path(args.run_dir), args.data_dir, args.tta)
+    results = runs.evaluate(Path(args.run_dir), args.data_dir, args.tta, args.weights)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

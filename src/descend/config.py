@@ -97,6 +97,8 @@ class TrainConfig:
     emphasis: str = "none"  # none | loss | misclassified | rare-class
     emphasis_floor: float = 0.2  # the smallest sampling weight, relative to the mean
     tbptt: int = 0  # truncated BPTT: time steps per chunk (recurrent models); 0: full BPTT
+    nonfinite: str = "off"  # a NaN/inf gradient: off (not checked) | skip (the step) | raise (stop training)
+    log: list[str] = field(default_factory=list)  # extra logs beside metrics.jsonl/.csv: ["tensorboard"]
 
 
 @dataclass
@@ -138,6 +140,8 @@ CHOICES = {
     "train.average": ("none", "ema", "uniform"),
     "train.combine": ("average", "vote"),
     "train.amp": ("none", "bf16", "fp16", "auto"),
+    "train.nonfinite": ("off", "skip", "raise"),
+    "train.log": ("tensorboard",),
     "train.channels_last": ("auto", "on", "off"),
     "data.preprocess": ("none", "center", "standardize", "pca", "zca"),
     "data.tta": ("none", "flip", "five-crop", "ten-crop"),
@@ -201,6 +205,8 @@ def check_value(key: str, value: Any, expected: Any) -> Any:
     if expected in (int, float, str, bool):
         if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
             raise ConfigError(f"{key} must be {_type_name(expected)}, got {value!r}")
+    if expected == list[str] and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise ConfigError(f"{key} must be a list of strings, e.g. [\"tensorboard\"], got {value!r}")
     return value
 
 
@@ -236,8 +242,9 @@ def _fill_dataclass(cls: type, values: dict[str, Any], prefix: str) -> Any:
         if key not in names:
             raise ConfigError(f"unknown config key {full!r}" + _suggest(key, names))
         kwargs[key] = check_value(full, value, hints[key])
-        if full in CHOICES and value not in CHOICES[full]:
-            raise ConfigError(f"{full} = {value!r} is not allowed; choose one of {', '.join(CHOICES[full])}")
+        for item in value if isinstance(value, list) else [value]:
+            if full in CHOICES and item not in CHOICES[full]:
+                raise ConfigError(f"{full} = {value!r} is not allowed; choose among {', '.join(CHOICES[full])}")
         _check_range(full, kwargs[key])
     return cls(**kwargs)
 

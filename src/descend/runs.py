@@ -42,8 +42,9 @@ from descend import config as cfg
 from descend.data import Splits, tta_predict
 from descend.errors import CheckpointError, ConfigError, DescendError, Diverged, Interrupted
 from descend.io import atomic_write_json, atomic_write_text, disk_error, ensure_dir
-from descend.nn.capabilities import image_convolutions
-from descend.train import Trainer, distributed, load_weights
+from descend.train import EarlyStopping, Trainer, distributed, load_weights
+from descend.train.callbacks import BestWeights
+from descend.train.summary import model_summary
 from descend.train.ensemble import combine
 from descend.train.trainer import CHECKPOINT, WEIGHTS
 
@@ -66,11 +67,12 @@ def _write_pictures(trainer: Trainer, splits: Splits, run_dir: Path) -> None:
     from descend import plots
 
     plots.learning_curves(trainer.history, run_dir / "learning_curves.png")
-    convolutions = image_convolutions(trainer.model)
-    if convolutions:
-        from descend.viz import save_filters
+    from descend.viz import conv_layers, save_filters
 
-        save_filters(convolutions[0], run_dir / "filters.png", title="first-layer filters")
+    layers = conv_layers(trainer.model)
+    if layers:
+        name, layer = next(iter(layers.items()))
+        save_filters(layer, run_dir / "filters.png", title=f"first-layer filters ({name})")
     if splits.test is not None and len(splits.test) and splits.test.x.ndim == 4:
         predictions = trainer.predict(splits.test.x).argmax(1)
         plots.misclassified(splits.test.x, splits.test.y, predictions, run_dir / "misclassified.png", splits.classes)
@@ -98,6 +100,10 @@ def train_one(config: cfg.Config, splits: Splits, run_dir: Path, seed: int, resu
             )
     if found:
         trainer.resume(run_dir / CHECKPOINT)
+    if writer and not config.quiet:
+        print(f"{model_summary(trainer.model, splits.input_shape)}; {len(splits.train):,} training images, "
+              f"{config.train.epochs} epochs on {trainer.device} ({trainer.amp if trainer.amp != 'none' else 'float32'}); "
+              f"writing to {run_dir}", flush=True)
     start = time.perf_counter()
     history = trainer.fit()
     seconds = time.perf_counter() - start
@@ -108,6 +114,12 @@ def train_one(config: cfg.Config, splits: Splits, run_dir: Path, seed: int, resu
         "train_seconds": sum(h["seconds"] for h in history),
         "seed": seed,
     }
+    stop = next((cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping)), None)
+    if stop is not None and stop.stopped_epoch:
+        results["stopped_epoch"], results["stop_reason"] = stop.stopped_epoch, stop.reason
+    best = next((cb for cb in trainer.callbacks if isinstance(cb, BestWeights)), None)
+    if best is not None and best.best_epoch:
+        results["best_epoch"], results[f"best_{best.monitor}"] = best.best_epoch, best.best
     # After training the model holds its final weights (averaged / best, if so configured):
     # report those, not the last epoch's raw numbers.
     for name in ("val", "test"):
@@ -330,14 +342,28 @@ def read_config(run_dir: Path) -> cfg.Config:
     return cfg.load_saved(path)
 
 
-def load_trained(config: cfg.Config, splits: Splits, run_dir: Path) -> Trainer:
-    """A Trainer holding the final weights of the run in ``run_dir`` (for evaluation)."""
+WEIGHT_FILES = {"last": WEIGHTS, "best": build.BEST_WEIGHTS}
+
+
+def weights_file(run_dir: Path, weights: str = "last") -> Path:
+    """The weights of a run: ``last`` (the final ones) or ``best`` (the best validation epoch's)."""
+    if weights not in WEIGHT_FILES:
+        raise ConfigError(f"weights {weights!r}: choose one of {', '.join(WEIGHT_FILES)}")
+    path = Path(run_dir) / WEIGHT_FILES[weights]
+    if weights == "best" and not path.is_file() and (Path(run_dir) / WEIGHTS).is_file():
+        raise CheckpointError(f"{run_dir} has no {path.name}: it is written by runs with a validation set "
+                              "(data.split = \"nndl\") and a val_* monitor; use the last weights instead")
+    return path
+
+
+def load_trained(config: cfg.Config, splits: Splits, run_dir: Path, weights: str = "last") -> Trainer:
+    """A Trainer holding the final (or best) weights of the run in ``run_dir`` (for evaluation)."""
     trainer = build.build_trainer(dataclasses.replace(config, quiet=True), splits, None, config.seed, data_parallel=False)
-    load_weights(run_dir / WEIGHTS, trainer.model)
+    load_weights(weights_file(run_dir, weights), trainer.model)
     return trainer
 
 
-def load_model(run_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_model(run_dir: Path, weights: str = "last") -> tuple[torch.nn.Module, dict[str, Any]]:
     """The trained model of a run directory (in eval mode, on the CPU) and its data description."""
     run_dir = Path(run_dir)
     top = run_dir if (run_dir / CONFIG).is_file() else run_dir.parent
@@ -348,7 +374,7 @@ def load_model(run_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
         raise CheckpointError(f"{top} lacks a readable {META}; was it written by descend train?") from None
     torch.manual_seed(config.seed)
     model = build.build_model(config, tuple(meta["input_shape"]), meta["num_classes"])
-    load_weights(run_dir / WEIGHTS, model)
+    load_weights(weights_file(run_dir, weights), model)
     return model.eval(), meta
 
 
@@ -356,7 +382,7 @@ def member_dirs(run_dir: Path) -> list[Path]:
     return sorted((p for p in Path(run_dir).glob("member-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[1]))
 
 
-def evaluate_ensemble(config: cfg.Config, splits: Splits, run_dir: Path) -> dict[str, Any]:
+def evaluate_ensemble(config: cfg.Config, splits: Splits, run_dir: Path, weights: str = "last") -> dict[str, Any]:
     """Each member's accuracy and the combined accuracy (average and vote) on val and test,
     and (``*_by_members``) the accuracy of the ensemble of the first k members, k = 1..N."""
     results: dict[str, Any] = {"members": []}
@@ -366,7 +392,7 @@ def evaluate_ensemble(config: cfg.Config, splits: Splits, run_dir: Path) -> dict
     # logits, so the ensemble averages (or votes on) the members' test-time-augmented outputs
     tta_outputs: dict[str, list[torch.Tensor]] = {name: [] for name in parts}
     for member in member_dirs(run_dir):
-        trainer = load_trained(config, splits, member)
+        trainer = load_trained(config, splits, member, weights)
         entry = {"member": member.name}
         for name, pair in parts.items():
             logits = trainer.predict(pair.x)
@@ -397,7 +423,8 @@ def evaluate_ensemble(config: cfg.Config, splits: Splits, run_dir: Path) -> dict
     return results
 
 
-def evaluate(run_dir: Path, data_dir: str | None = None, tta: str | None = None) -> dict[str, Any]:
+def evaluate(run_dir: Path, data_dir: str | None = None, tta: str | None = None,
+             weights: str = "last") -> dict[str, Any]:
     """``descend evaluate``: accuracies of a finished run (or ensemble) on its data.
 
     ``tta`` (none | flip | five-crop | ten-crop) overrides the run's ``data.tta``: the
@@ -413,8 +440,8 @@ def evaluate(run_dir: Path, data_dir: str | None = None, tta: str | None = None)
         config.data.tta = tta
     splits = build.load_data(config)
     if member_dirs(run_dir):
-        return evaluate_ensemble(config, splits, run_dir)
-    trainer = load_trained(config, splits, run_dir)
+        return evaluate_ensemble(config, splits, run_dir, weights)
+    trainer = load_trained(config, splits, run_dir, weights)
     results = {}
     for name in ("val", "test"):
         pair = getattr(splits, name)

@@ -14,7 +14,7 @@ kernel to see what the corresponding channel of a convolutional layer responds t
 Works for any conv-like layer: ``torch.nn.Conv2d``, ``descend.nn.Conv2d``,
 ``PartiallyConnectedConv2d``, ``TiledConv2d`` (one tile per kernel set),
 ``LocallyConnected2d`` (the kernels at the centre position), ``SeparableConv2d``,
-``FFTConv2d``, ``MaxoutConv2d``. PNGs are drawn with matplotlib's Agg backend (no screen
+``FFTConv2d``, ``MaxoutConv2d`` (its inner convolution). PNGs are drawn with matplotlib's Agg backend (no screen
 needed) and written atomically (a temporary file in the same folder, then ``os.replace``).
 """
 
@@ -27,43 +27,23 @@ import torch
 from torch import Tensor, nn
 
 from descend.errors import ConfigError, ShapeError
+from descend.nn.capabilities import is_image_convolution
+from descend.nn.capabilities import kernels as layer_kernels
 from descend.plots import figure as _figure
 from descend.plots import save as _save
 
 
 def kernels(layer: nn.Module | Tensor) -> Tensor:
-    """The kernels of a conv-like layer as an (out, in, kh, kw) tensor (detached, CPU)."""
+    """The kernels of a 2-D convolution layer (or a tensor) as (out, in, kh, kw), detached, on the CPU.
+
+    Any layer that declares its kernels (:mod:`descend.nn.capabilities`) is drawn: descend's
+    convolution variants as well as ``torch.nn.Conv2d``."""
     if isinstance(layer, Tensor):
         w = layer
+    elif is_image_convolution(layer):
+        w = layer_kernels(layer)
     else:
-        from descend.nn.efficient import SeparableConv2d
-        from descend.nn.local import (
-            LocallyConnected1d,
-            LocallyConnected2d,
-            PartiallyConnectedConv2d,
-            TiledConv1d,
-            TiledConv2d,
-        )
-        from descend.nn.pooling import MaxoutConv2d
-
-        if isinstance(layer, (LocallyConnected1d, TiledConv1d)):
-            raise ConfigError(f"{type(layer).__name__} has 1D kernels; only 2D kernels are drawn")
-        if isinstance(layer, MaxoutConv2d):
-            w = layer.conv.weight
-        elif isinstance(layer, SeparableConv2d):
-            w = layer.kernel()
-        elif isinstance(layer, PartiallyConnectedConv2d):
-            w = layer.dense_weight()
-        elif isinstance(layer, TiledConv2d):
-            # (O, C, kh, kw, th, tw) -> one kernel stack per tile: (O * th * tw, C, kh, kw)
-            w = layer.weight.permute(0, 4, 5, 1, 2, 3).flatten(0, 2)
-        elif isinstance(layer, LocallyConnected2d):
-            oh, ow = layer.output_size
-            w = layer.weight[:, oh // 2, ow // 2]
-        elif isinstance(getattr(layer, "weight", None), Tensor):
-            w = layer.weight
-        else:
-            raise ConfigError(f"{type(layer).__name__} has no convolution kernel to draw")
+        raise ConfigError(f"{type(layer).__name__} has no 2-D convolution kernels to draw")
     w = w.detach().float().cpu()
     if w.dim() != 4:
         raise ShapeError(f"kernels must be (out, in, kh, kw), got shape {tuple(w.shape)}")
@@ -74,11 +54,7 @@ def conv_layers(model: nn.Module) -> dict[str, nn.Module]:
     """Named sub-modules with 2D kernels (what ``save_filters`` can draw), in order."""
     found = {}
     for name, module in model.named_modules():
-        if name and not any(name.startswith(prev + ".") for prev in found):
-            try:
-                kernels(module)
-            except (ConfigError, ShapeError):
-                continue
+        if name and is_image_convolution(module) and not any(name.startswith(prev + ".") for prev in found):
             found[name] = module
     return found
 

@@ -205,8 +205,8 @@ class TiledConv2d(nn.Module):
         return tiled_conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
     def kernels(self) -> Tensor:
-        """The (out, in, kh, kw) kernels of the first tile (of the t_h x t_w cycled ones)."""
-        return self.weight[..., 0, 0]
+        """Every tile's kernel stack, (out * t_h * t_w, in, kh, kw): out channel-major, then tile."""
+        return self.weight.permute(0, 4, 5, 1, 2, 3).flatten(0, 2)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -1,7 +1,8 @@
 """Training: the one loop (Trainer) and what plugs into it.
 
     Trainer                                  the training loop (Algorithm 8.1 and all around it)
-    Callback, EarlyStopping, AveragedEvaluation   callbacks (sec. 7.8, 8.7.3)
+    Callback, EarlyStopping, AveragedEvaluation, BestWeights   callbacks (sec. 7.8, 8.7.3)
+    CSVLogger, TensorBoardLogger             per-epoch logs beside metrics.jsonl
     TruncatedBPTT, Continuation              batch steps (sec. 10.2.2, 8.7.6)
     DeterministicCurriculum, StochasticCurriculum, Emphasis, ClassBalanced, Bootstrap
                                              samplers: curricula (sec. 8.7.6), emphasis, bagging
@@ -12,18 +13,21 @@
 """
 
 from descend.train.bagging import Bootstrap
-from descend.train.callbacks import AveragedEvaluation, Callback, EarlyStopping
+from descend.train.callbacks import AveragedEvaluation, BestWeights, Callback, EarlyStopping
 from descend.train.checkpoint import load_state, load_weights, save_state, save_weights
 from descend.train.continuation import Continuation, ContinuationSchedule
 from descend.train.curriculum import ClassBalanced, DeterministicCurriculum, Emphasis, StochasticCurriculum
 from descend.train.pretraining import AuxiliaryHeads, fitnets, freeze, greedy_supervised_pretraining, transfer, unfreeze
+from descend.train.loggers import CSVLogger, TensorBoardLogger
 from descend.train.tbptt import TruncatedBPTT
 from descend.train.trainer import Trainer, epoch_generator
 
 __all__ = [
     "AuxiliaryHeads",
     "AveragedEvaluation",
+    "BestWeights",
     "Bootstrap",
+    "CSVLogger",
     "Callback",
     "ClassBalanced",
     "Continuation",
@@ -32,6 +36,7 @@ __all__ = [
     "EarlyStopping",
     "Emphasis",
     "StochasticCurriculum",
+    "TensorBoardLogger",
     "Trainer",
     "TruncatedBPTT",
     "epoch_generator",

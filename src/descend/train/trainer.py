@@ -48,6 +48,7 @@ from descend.io import append_line, atomic_write_text, remove_temp_files
 from descend.train import distributed
 from descend.train import checkpoint
 from descend.train.checkpoint import load_state, save_state, save_weights
+from descend.train.summary import eta_seconds, format_duration
 
 logger = logging.getLogger(__name__)
 
@@ -251,6 +252,7 @@ class Trainer:
             torch.manual_seed(self.seed)  # dropout masks; restored from checkpoints on resume
             self._fresh = False
         self._call("on_fit_start")
+        self._fit_start = (self.epoch, time.perf_counter())  # for the ETA of the epoch lines
         while self.epoch < self.epochs and not self.should_stop:
             epoch = self.epoch + 1
             if self.world_size > 1:  # different dropout masks on each rank, the same ones on resume
@@ -259,6 +261,11 @@ class Trainer:
             with distributed.collective_errors(self.world_size > 1):
                 metrics = self._train_epoch(epoch)
                 metrics.update(self._evaluate_all())
+            if self.scheduler is not None and hasattr(self.scheduler, "monitor"):  # ReduceLROnPlateau
+                if self.scheduler.monitor not in metrics:
+                    raise ConfigError(f"the schedule monitors {self.scheduler.monitor!r}, which this run does not "
+                                      f"compute; available: {', '.join(sorted(metrics))}")
+                self.scheduler.step(metrics[self.scheduler.monitor])
             self.epoch = epoch
             self._call("on_epoch_end", epoch, metrics)
             self.history.append(metrics)
@@ -314,7 +321,7 @@ class Trainer:
         if bar is not None:
             bar.close()
         self.batch = None
-        if self.scheduler is not None and self.scheduler_interval == "epoch":
+        if self.scheduler is not None and self.scheduler_interval == "epoch" and not hasattr(self.scheduler, "monitor"):
             self.scheduler.step()
         if self.world_size > 1:  # the epoch's loss over all ranks' examples
             sums = distributed.all_reduce_sum(torch.stack([total, torch.full_like(total, seen)]))
@@ -573,7 +580,8 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             if self.scheduler is not None and "scheduler" in state:
-                if state.get("epochs", self.epochs) == self.epochs:
+                # A monitored schedule's state does not depend on the run's length.
+                if hasattr(self.scheduler, "monitor") or state.get("epochs", self.epochs) == self.epochs:
                     self.scheduler.load_state_dict(state["scheduler"])
                 else:
                     self._fast_forward_scheduler(int(state["global_step"]), int(state["epoch"]))
@@ -650,4 +658,8 @@ class Trainer:
             if key in metrics:
                 parts.append(f"{key.replace('_accuracy', '')} {100 * metrics[key]:.2f}%")
         parts.append(f"{metrics['seconds']:.1f}s ({metrics['images_per_s']:.0f} img/s)")
+        first_epoch, started = getattr(self, "_fit_start", (0, time.perf_counter()))
+        if self.epoch < self.epochs:
+            left = eta_seconds(self.epoch - first_epoch, self.epochs - first_epoch, time.perf_counter() - started)
+            parts.append(f"eta {format_duration(left)}")
         print("  ".join(parts), flush=True)
