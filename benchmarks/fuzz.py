@@ -13,7 +13,7 @@ Every input must end in a valid load or a ``descend.errors`` exception; anything
 ``FIRST_CHECKS`` optionally names, per parser, the first check an input must pass
 (for IDX: gzip framing and the IDX header; for pickles: a well-formed opcode stream);
 the share of inputs past it shows how deep the mutations reach. To fuzz another
-parser (config TOML, checkpoint header, images for ``descend predict``), add an entry.
+parser, add an entry.
 
 The process runs under an address-space limit (``--memory-gb``), so an input that
 makes a parser allocate gigabytes shows up as a MemoryError instead of swapping.
@@ -32,7 +32,9 @@ import pickletools
 import random
 import resource
 import sys
+import tempfile
 import time
+import tomllib
 import traceback
 import warnings
 from collections import Counter
@@ -232,13 +234,62 @@ def pickle_opcodes_ok(data: bytes) -> bool:
         return False
 
 
+# ------------------------------------------------------------------ config TOML and checkpoints
+# The generators and mutators of the test suite's fuzz tests (tests/fuzz_inputs.py), run longer.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import fuzz_inputs  # noqa: E402
+
+_SCRATCH = Path(tempfile.mkdtemp(prefix="descend-fuzz-"))
+_CONFIGS = [data for _, data in fuzz_inputs.valid_configs()]
+_CHECKPOINT = None
+
+
+def make_config(rng: random.Random) -> bytes:
+    return rng.choice(_CONFIGS)
+
+
+def parse_config(data: bytes) -> str:
+    return fuzz_inputs.try_config(data, _SCRATCH, saved=False)
+
+
+def toml_ok(data: bytes) -> bool:
+    try:
+        tomllib.loads(data.decode("utf-8"))
+        return True
+    except Exception:
+        return False
+
+
+def make_checkpoint(rng: random.Random) -> bytes:
+    global _CHECKPOINT
+    if _CHECKPOINT is None:
+        _CHECKPOINT = fuzz_inputs.valid_checkpoint()
+    return _CHECKPOINT
+
+
+def parse_checkpoint(data: bytes) -> str:
+    return fuzz_inputs.try_checkpoint(data, _SCRATCH)
+
+
+def safetensors_ok(data: bytes) -> bool:
+    try:
+        fuzz_inputs.split_safetensors(data)
+        return True
+    except Exception:
+        return False
+
+
 PARSERS: dict[str, tuple[Callable, Callable, Callable]] = {
     "idx": (make_idx, mutate_idx, parse_idx),
     "numpy-pickle": (make_pickle, mutate_pickle, parse_pickle),
+    "config-toml": (make_config, fuzz_inputs.mutate_config, parse_config),
+    "checkpoint": (make_checkpoint, fuzz_inputs.mutate_checkpoint, parse_checkpoint),
 }
 FIRST_CHECKS: dict[str, tuple[str, Callable[[bytes], bool]]] = {
     "idx": ("gzip framing + IDX header", idx_header_ok),
     "numpy-pickle": ("well-formed opcode stream", pickle_opcodes_ok),
+    "config-toml": ("UTF-8 TOML that parses", toml_ok),
+    "checkpoint": ("safetensors header that parses", safetensors_ok),
 }
 
 
@@ -256,8 +307,8 @@ def fuzz(name: str, n: int, seed: int) -> dict:
         if first is not None:
             past_first += first[1](data)
         try:
-            parse(data)
-            outcomes["valid load"] += 1
+            stage = parse(data)  # None or "valid"; the test suite's try_* report "parse" / "check" refusals
+            outcomes["valid load" if stage in (None, "valid") else f"DescendError at {stage}"] += 1
         except DescendError as exc:
             outcomes[type(exc).__name__] += 1
         except BaseException as exc:  # noqa: BLE001 - every other exception is a finding
