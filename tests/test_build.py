@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -190,3 +191,21 @@ def test_amp_auto_is_bf16_exactly_where_the_device_has_it_in_hardware(digits, mo
     # On this CPU: oneDNN's own bf16 query decides.
     expected = torch.ops.mkldnn._is_mkldnn_bf16_supported() if torch.backends.mkldnn.is_available() else False
     assert build.native_bf16(torch.device("cpu")) == bool(expected)
+
+
+@pytest.fixture(scope="module")
+def small_mnist():
+    config = cfg.load(overrides=["data.limit=256", "data.eval_limit=64", "data.augment=none"])
+    return build.load_data(config)
+
+
+@pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])
+@pytest.mark.parametrize("name", sorted(__import__("descend.models", fromlist=["MODELS"]).MODELS))
+def test_every_model_takes_a_training_step_in_every_precision(small_mnist, name, amp):
+    """Every model of descend.models.MODELS, built from a config as ``descend train --set
+    model=NAME --amp AMP`` builds it, takes its first step on MNIST, with a finite loss."""
+    config = cfg.load(overrides=[f"model={name}", f"train.amp={amp}", "data.augment=none", "train.batch_size=16",
+                                 "quiet=true"])
+    trainer = build.build_trainer(config, small_mnist, None, 0, data_parallel=False)
+    loss = trainer.try_first_batch()
+    assert math.isfinite(loss) and loss > 0
