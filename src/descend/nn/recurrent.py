@@ -599,25 +599,37 @@ class _LSTMFunction(torch.autograd.Function):
         xt, h = xh[:T, :, :F_], xh[:, :, F_:]
         xt.copy_(x.transpose(0, 1))
         h[0] = h0
+        # Only sigmoids in the loop, with tanh(a) = 1 - 2 sigmoid(-2a) (on CPU a tanh
+        # costs many times a sigmoid, and one sigmoid then covers all four blocks):
+        # * the cell input's rows of U, W, b are scaled by -2 (exact in floating point),
+        #   so one sigmoid_ per step gives g, f, q and c = sigmoid(-2 pre_z), z = 1 - 2c;
+        # * the loop carries m(t) = -s(t)/2, whence tanh(s(t)) = 1 - 2 sigmoid(4 m(t)):
+        #       m(t) = f m(t-1) - g z / 2 = f m(t-1) + g c - g / 2
+        #       h(t) = q tanh(s(t)) = q + q r(t),   r(t) = -2 sigmoid(4 m(t))
+        # (scalar factors sit on contiguous operands: addcmul with a factor is slow on
+        # the strided gate blocks). After the loop, one pass each turns c into z,
+        # r into tanh(s) and m into s.
+        scale = torch.ones(4 * H, 1, **kw)
+        scale[2 * H : 3 * H] = -2.0
         acts = torch.empty(T, N, 4 * H, **kw)  # per step [g, f, z, q]: pre-activations, then gates
-        torch.addmm(b, xt.reshape(T * N, F_), U.t(), out=acts.view(T * N, 4 * H))  # b + U x(t), all t
-        s = torch.empty(T + 1, N, H, **kw)
-        tanh_s = torch.empty(T, N, H, **kw)
-        s[0] = s0
+        torch.addmm(b * scale[:, 0], xt.reshape(T * N, F_), (U * scale).t(), out=acts.view(T * N, 4 * H))
+        WT = (W * scale).t()  # b + U x(t) for all t above; W h(t-1) in the loop
+        s = torch.empty(T + 1, N, H, **kw)  # holds m(t) = -s(t)/2 until after the loop
+        torch.mul(s0, -0.5, out=s[0])
+        tanh_s = torch.empty(T, N, H, **kw)  # holds r(t) until after the loop
         # Per-step views, made once: in the loop, indexing is a Python list lookup.
-        act_t, s_t, h_t, tanh_t = acts.unbind(0), s.unbind(0), h.unbind(0), tanh_s.unbind(0)
-        gf_t = acts[:, :, : 2 * H].unbind(0)
-        g_t, f_t, z_t, q_t = (block.unbind(0) for block in acts.chunk(4, dim=2))
-        WT = W.t()
+        act_t, m_t, h_t, r_t = acts.unbind(0), s.unbind(0), h.unbind(0), tanh_s.unbind(0)
+        g_t, f_t, c_t, q_t = (block.unbind(0) for block in acts.chunk(4, dim=2))
         for t in range(T):
             act_t[t].addmm_(h_t[t], WT)  # pre-activations of all four blocks, += W h(t-1)
-            gf_t[t].sigmoid_()  # input and forget gates
-            z_t[t].tanh_()  # cell input
-            q_t[t].sigmoid_()  # output gate
-            torch.mul(f_t[t], s_t[t], out=s_t[t + 1])
-            s_t[t + 1].addcmul_(g_t[t], z_t[t])  # s(t) = f s(t-1) + g z
-            torch.tanh(s_t[t + 1], out=tanh_t[t])
-            torch.mul(q_t[t], tanh_t[t], out=h_t[t + 1])  # h(t) = tanh(s(t)) q
+            act_t[t].sigmoid_()  # g, f, q, and c = sigmoid(-2 pre_z)
+            m = torch.mul(f_t[t], m_t[t], out=m_t[t + 1])
+            m.addcmul_(g_t[t], c_t[t]).add_(g_t[t], alpha=-0.5)  # m(t) = -(f s(t-1) + g z) / 2
+            r = torch.mul(m, 4.0, out=r_t[t]).sigmoid_().mul_(-2.0)
+            torch.addcmul(q_t[t], q_t[t], r, out=h_t[t + 1])  # h(t) = tanh(s(t)) q
+        acts[:, :, 2 * H : 3 * H].mul_(-2.0).add_(1.0)  # z = 1 - 2c
+        tanh_s.add_(1.0)  # tanh(s) = 1 + r
+        s.mul_(-2.0)
         ctx.save_for_backward(xh, acts, s, tanh_s, U, W)
         return h[1:], s[T].clone()
 
