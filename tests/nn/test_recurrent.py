@@ -185,6 +185,37 @@ def test_lstm_equals_torch_lstm_with_copied_weights(bptt):
     torch.testing.assert_close(ours.cell.b.grad, ref_lstm.bias_ih_l0.grad, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+def test_fused_and_explicit_paths_give_the_same_outputs_and_gradients(kind):
+    # float32, a 60-step sequence fed in two chunks with the state carried over, a loss
+    # on every output and on the final state: the paths differ only by float rounding.
+    torch.manual_seed(0)
+    make = (lambda bptt: RNN(5, 16, bptt=bptt)) if kind == "rnn" else (lambda bptt: LSTM(5, 16, bptt=bptt))
+    fused, explicit = make("fused"), make("explicit")
+    explicit.load_state_dict(fused.state_dict())
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 60, 5, generator=g)
+    w = torch.randn(4, 60, 16, generator=g)
+    results = []
+    for layer in (fused, explicit):
+        xx = x.clone().requires_grad_()
+        first, state = layer(xx[:, :25])
+        second, state = layer(xx[:, 25:], state)
+        out = torch.cat([first, second], dim=1)
+        final = state[1] if kind == "lstm" else state
+        ((out * w).sum() + final.square().sum()).backward()
+        results.append([out, final, xx.grad] + [p.grad for p in layer.parameters()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_bptt_option_is_checked_and_shown():
+    assert "explicit" in repr(RNN(3, 4)) and "fused" in repr(LSTM(3, 4))
+    for make in (RNN, LSTM):
+        with pytest.raises(ConfigError, match="'fused'.*'explicit'.*'autograd'"):
+            make(3, 4, bptt="exact")
+
+
 def test_lstm_cell_equals_torch_lstm_cell_and_numpy_equations():
     torch.manual_seed(1)
     ref_cell = torch.nn.LSTMCell(3, 5).double()

@@ -10,11 +10,9 @@ recursion out anyway, for two reasons:
   tests check each one against autograd in float64.
 * ``tanh_rnn_backward`` and ``lstm_backward`` are the same recursions for an arbitrary
   upstream gradient on the hidden states. ``descend.nn.RNN`` and ``descend.nn.LSTM``
-  use them as their backward pass: one short loop over time with two to five tensor
-  operations per step, instead of autograd's replay of every per-step node. With them
-  the RNN is faster than ``torch.nn.RNN`` on CPU and the LSTM within 1.1-1.6x of
-  ``torch.nn.LSTM``'s fused oneDNN kernel at moderate sizes (2.2-2.6x for long
-  sequences of tiny steps, where per-operation dispatch dominates; benchmarks/rnn.py).
+  with ``bptt="explicit"`` use them as their backward pass: one short loop over time with two to five tensor
+  operations per step, instead of autograd's replay of every per-step node
+  (benchmarks/rnn.py compares them with torch's fused kernels).
 
 Tensors here are *time-major*, ``(T, N, ...)``, so that ``h[t]`` is a contiguous
 ``(N, H)`` block; the modules in ``recurrent.py`` take and return batch-first

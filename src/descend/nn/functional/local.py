@@ -21,10 +21,8 @@ already in a layout BLAS takes without a copy (the module stores its weight
 position-major for this, ``descend.nn.local.position_major``). The input gradient adds
 the field gradients back with one in-place add per kernel offset (kh kw of them, not
 per position). The large transposes are plain 2-D ones, which torch's copy handles far
-faster than a many-axis permutation. Measured forward+backward (benchmarks/conv.py, one
-thread, against a shared Conv2d with the same FLOPs): the layer 0.7-2.8x, down from
-1.3-14.5x with unfold + autograd, the functional form on a contiguous weight ~20% more
-(one transposing copy of the weight gradient). The layer has OH*OW times more weights
+faster than a many-axis permutation (benchmarks/conv.py measures the layer against a
+shared Conv2d with the same FLOPs). The layer has OH*OW times more weights
 than the convolution, read twice and written once per step, and needs its receptive
 fields copied out and their gradients added back: memory traffic a convolution never has.
 
