@@ -37,8 +37,10 @@ inputs and parameters to the autocast dtype at the boundary and run with autocas
 disabled inside (see ``descend.nn.functional.autocast``): the work is matrix products,
 which autocast runs in the lower precision anyway, and inside a
 ``torch.autograd.Function`` autocast would see only some of the ops. That is what
-torch's own recurrent kernels do under autocast. One exception: oneDNN has no float16
-LSTM on CPU, so the fused path computes in float32 there and returns float16.
+torch's own recurrent kernels do under autocast. (It also sidesteps a failure of
+``torch.nn.LSTM`` under float16 autocast on CPU, where autocast hands the sequence to
+oneDNN's LSTM primitive, which has no float16 form there; given float16 tensors
+outside autocast, torch picks a kernel that has one.)
 """
 
 from __future__ import annotations
@@ -184,15 +186,6 @@ def _check_bptt(bptt: str) -> str:
     return bptt
 
 
-def _compute_dtype(x: Tensor, param: Tensor, fused: bool) -> tuple[torch.dtype, torch.dtype | None]:
-    """(dtype to compute in, autocast dtype or None) for the explicit and fused paths."""
-    lower = lower_precision(x.device)
-    dtype = lower or param.dtype
-    if fused and dtype == torch.float16 and x.device.type == "cpu":
-        dtype = torch.float32  # oneDNN has no float16 recurrent kernel on CPU
-    return dtype, lower
-
-
 class RNN(nn.Module):
     """Hidden-to-hidden recurrent layer with tanh units, eqs. 10.8-10.9 (fig. 10.3).
 
@@ -253,8 +246,8 @@ class RNN(nn.Module):
             ax = F.linear(x.transpose(0, 1), self.U, self.b)
             h = _tanh_recurrence(ax, h0, self.W)
             return h.transpose(0, 1), h[-1]
-        dtype, lower = _compute_dtype(x, self.U, self.bptt == "fused")
-        args = cast(dtype, x, h0, self.U, self.W, self.b)
+        lower = lower_precision(x.device)
+        args = cast(lower or self.U.dtype, x, h0, self.U, self.W, self.b)
         with torch.autocast(x.device.type, enabled=False):
             if self.bptt == "explicit":
                 h = _TanhRNNFunction.apply(*args).transpose(0, 1)
@@ -700,8 +693,8 @@ class LSTM(nn.Module):
                 h, s = self.cell(x_t, (h, s))
                 hs.append(h)
             return torch.stack(hs, dim=1), (h, s)
-        dtype, lower = _compute_dtype(x, self.cell.U, self.bptt == "fused")
-        args = cast(dtype, x, h0, s0, self.cell.U, self.cell.W, self.cell.b)
+        lower = lower_precision(x.device)
+        args = cast(lower or self.cell.U.dtype, x, h0, s0, self.cell.U, self.cell.W, self.cell.b)
         with torch.autocast(x.device.type, enabled=False):
             if self.bptt == "explicit":
                 h, sT = _LSTMFunction.apply(*args)
