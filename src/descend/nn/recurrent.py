@@ -575,13 +575,26 @@ def _torch_lstm_weights(module: nn.Module) -> tuple[Tensor, Tensor, Tensor]:
     return U.detach(), W.detach(), b.detach()
 
 
+def _qgfz(H: int, device) -> Tensor:
+    """Row order [q, g, f, z] of the four gate blocks stored [g, f, z, q] (torch's order)."""
+    return torch.cat([torch.arange(3 * H, 4 * H, device=device), torch.arange(0, 3 * H, device=device)])
+
+
 class _LSTMFunction(torch.autograd.Function):
-    """LSTM over a whole sequence; backward by the explicit recursion of ``bptt.lstm_backward``."""
+    """LSTM over a whole sequence; backward by the explicit recursion of ``bptt.lstm_backward``.
+
+    Inside, the gate blocks are kept in the order [q, g, f, z] (rows of U, W, b permuted
+    once per call): the three sigmoid gates are then one contiguous block, one
+    ``sigmoid_`` per step, and in the backward the blocks scaled by dL/ds(t) (g, f, z)
+    are contiguous too. The parameter gradients are permuted back at the end.
+    """
 
     @staticmethod
     def forward(ctx, x: Tensor, h0: Tensor, s0: Tensor, U: Tensor, W: Tensor, b: Tensor):
         N, T, F_ = x.shape
         H = h0.shape[1]
+        order = _qgfz(H, x.device)
+        U, W, b = U[order], W[order], b[order]
         # Preallocated buffers written in place: no copies after the loop, and far less
         # memory traffic than fresh tensors per step stacked at the end (the difference
         # dominates once N x 4H is in the tens of thousands). Row t of ``xh`` is
@@ -592,57 +605,46 @@ class _LSTMFunction(torch.autograd.Function):
         xt, h = xh[:T, :, :F_], xh[:, :, F_:]
         xt.copy_(x.transpose(0, 1))
         h[0] = h0
-        # Only sigmoids in the loop, with tanh(a) = 1 - 2 sigmoid(-2a) (on CPU a tanh
-        # costs many times a sigmoid, and one sigmoid then covers all four blocks):
-        # * the cell input's rows of U, W, b are scaled by -2 (exact in floating point),
-        #   so one sigmoid_ per step gives g, f, q and c = sigmoid(-2 pre_z), z = 1 - 2c;
-        # * the loop carries m(t) = -s(t)/2, whence tanh(s(t)) = 1 - 2 sigmoid(4 m(t)):
-        #       m(t) = f m(t-1) - g z / 2 = f m(t-1) + g c - g / 2
-        #       h(t) = q tanh(s(t)) = q + q r(t),   r(t) = -2 sigmoid(4 m(t))
-        # (scalar factors sit on contiguous operands: addcmul with a factor is slow on
-        # the strided gate blocks). After the loop, one pass each turns c into z,
-        # r into tanh(s) and m into s.
-        scale = torch.ones(4 * H, 1, **kw)
-        scale[2 * H : 3 * H] = -2.0
-        acts = torch.empty(T, N, 4 * H, **kw)  # per step [g, f, z, q]: pre-activations, then gates
-        torch.addmm(b * scale[:, 0], xt.reshape(T * N, F_), (U * scale).t(), out=acts.view(T * N, 4 * H))
-        WT = (W * scale).t()  # b + U x(t) for all t above; W h(t-1) in the loop
-        s = torch.empty(T + 1, N, H, **kw)  # holds m(t) = -s(t)/2 until after the loop
-        torch.mul(s0, -0.5, out=s[0])
-        tanh_s = torch.empty(T, N, H, **kw)  # holds r(t) until after the loop
+        acts = torch.empty(T, N, 4 * H, **kw)  # per step [q, g, f, z]: pre-activations, then gates
+        torch.addmm(b, xt.reshape(T * N, F_), U.t(), out=acts.view(T * N, 4 * H))  # b + U x(t), all t
+        s = torch.empty(T + 1, N, H, **kw)
+        tanh_s = torch.empty(T, N, H, **kw)
+        s[0] = s0
         # Per-step views, made once: in the loop, indexing is a Python list lookup.
-        act_t, m_t, h_t, r_t = acts.unbind(0), s.unbind(0), h.unbind(0), tanh_s.unbind(0)
-        g_t, f_t, c_t, q_t = (block.unbind(0) for block in acts.chunk(4, dim=2))
+        act_t, s_t, h_t, tanh_t = acts.unbind(0), s.unbind(0), h.unbind(0), tanh_s.unbind(0)
+        qgf_t = acts[:, :, : 3 * H].unbind(0)
+        q_t, g_t, f_t, z_t = (block.unbind(0) for block in acts.chunk(4, dim=2))
+        WT = W.t()
         for t in range(T):
             act_t[t].addmm_(h_t[t], WT)  # pre-activations of all four blocks, += W h(t-1)
-            act_t[t].sigmoid_()  # g, f, q, and c = sigmoid(-2 pre_z)
-            m = torch.mul(f_t[t], m_t[t], out=m_t[t + 1])
-            m.addcmul_(g_t[t], c_t[t]).add_(g_t[t], alpha=-0.5)  # m(t) = -(f s(t-1) + g z) / 2
-            r = torch.mul(m, 4.0, out=r_t[t]).sigmoid_().mul_(-2.0)
-            torch.addcmul(q_t[t], q_t[t], r, out=h_t[t + 1])  # h(t) = tanh(s(t)) q
-        acts[:, :, 2 * H : 3 * H].mul_(-2.0).add_(1.0)  # z = 1 - 2c
-        tanh_s.add_(1.0)  # tanh(s) = 1 + r
-        s.mul_(-2.0)
-        ctx.save_for_backward(xh, acts, s, tanh_s, U, W)
+            qgf_t[t].sigmoid_()  # output, input and forget gates
+            z_t[t].tanh_()  # cell input
+            torch.mul(f_t[t], s_t[t], out=s_t[t + 1])
+            s_t[t + 1].addcmul_(g_t[t], z_t[t])  # s(t) = f s(t-1) + g z
+            torch.tanh(s_t[t + 1], out=tanh_t[t])
+            torch.mul(q_t[t], tanh_t[t], out=h_t[t + 1])  # h(t) = tanh(s(t)) q
+        ctx.save_for_backward(xh, acts, s, tanh_s, U, W, order)
         return h[1:], s[T].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_h: Tensor | None, grad_sT: Tensor | None):
-        xh, acts, s, tanh_s, U, W = ctx.saved_tensors
+        xh, acts, s, tanh_s, U, W, order = ctx.saved_tensors
         T, N, H4 = acts.shape
         H = H4 // 4
         F_ = xh.shape[2] - H
         if grad_h is None:
             grad_h = torch.zeros(T, N, H, dtype=acts.dtype, device=acts.device)
         grad_pre, grad_h0, grad_s0 = lstm_backward(grad_h, acts, s, tanh_s, W, grad_sT=grad_sT)
-        flat = grad_pre.view(T * N, H4)
+        flat = grad_pre.reshape(T * N, H4)  # a view: rows of grad_pre are strided, not copied
         grad_x = None
         if ctx.needs_input_grad[0]:   # flat @ U, with U's columns contiguous (much faster for small F)
             grad_x = (flat @ U.t().contiguous().t()).view(T, N, F_).transpose(0, 1)
-        # dL/dU and dL/dW = sum_t dL/dpre(t) [x(t), h(t-1)]^T: one product.
-        grad_UW = flat.t() @ xh[:T].reshape(T * N, F_ + H)
-        grad_b = flat.sum(0)
+        # dL/dU and dL/dW = sum_t dL/dpre(t) [x(t), h(t-1)]^T: one product. Rows back to
+        # the parameters' order [g, f, z, q].
+        inverse = torch.argsort(order)
+        grad_UW = (flat.t() @ xh[:T].reshape(T * N, F_ + H))[inverse]
+        grad_b = flat.sum(0)[inverse]
         return grad_x, grad_h0, grad_s0, grad_UW[:, :F_], grad_UW[:, F_:], grad_b
 
 
