@@ -10,8 +10,8 @@ recursion out anyway, for two reasons:
   tests check each one against autograd in float64.
 * ``tanh_rnn_backward`` and ``lstm_backward`` are the same recursions for an arbitrary
   upstream gradient on the hidden states. ``descend.nn.RNN`` and ``descend.nn.LSTM``
-  with ``bptt="explicit"`` use them as their backward pass: one short loop over time with two to five tensor
-  operations per step, instead of autograd's replay of every per-step node
+  with ``bptt="explicit"`` use them as their backward pass: one short loop over time
+  with two to four tensor operations per step, instead of autograd's replay of every per-step node
   (benchmarks/rnn.py compares them with torch's fused kernels).
 
 Tensors here are *time-major*, ``(T, N, ...)``, so that ``h[t]`` is a contiguous

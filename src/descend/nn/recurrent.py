@@ -575,6 +575,12 @@ def _torch_lstm_weights(module: nn.Module) -> tuple[Tensor, Tensor, Tensor]:
     return U.detach(), W.detach(), b.detach()
 
 
+def _tanh_(a: Tensor) -> Tensor:
+    """``tanh`` in place as ``2 sigmoid(2a) - 1``: on CPU torch's sigmoid is vectorized and
+    its tanh many times slower; on whole sequences the difference is most of the forward."""
+    return a.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
+
+
 def _qgfz(H: int, device) -> Tensor:
     """Row order [q, g, f, z] of the four gate blocks stored [g, f, z, q] (torch's order)."""
     return torch.cat([torch.arange(3 * H, 4 * H, device=device), torch.arange(0, 3 * H, device=device)])
@@ -583,47 +589,50 @@ def _qgfz(H: int, device) -> Tensor:
 class _LSTMFunction(torch.autograd.Function):
     """LSTM over a whole sequence; backward by the explicit recursion of ``bptt.lstm_backward``.
 
-    Inside, the gate blocks are kept in the order [q, g, f, z] (rows of U, W, b permuted
-    once per call): the three sigmoid gates are then one contiguous block, one
-    ``sigmoid_`` per step, and in the backward the blocks scaled by dL/ds(t) (g, f, z)
-    are contiguous too. The parameter gradients are permuted back at the end.
+    Forward in three passes, of which only the last loops over time in Python:
+
+    1. the outputs h(1..tau): torch's LSTM kernel (the forward of ``torch.nn.LSTM``,
+       no autograd: these equations, one compiled loop);
+    2. every gate of every step at once: with all h(t-1) known, the pre-activations
+       ``b + U x(t) + W h(t-1)`` of all t are one matrix product (the steps decouple,
+       as under teacher forcing, sec. 10.2.1), then one sigmoid and one tanh;
+    3. the cell states, ``s(t) = f(t) s(t-1) + g(t) z(t)``: one fused operation per step.
+
+    The backward needs exactly these (gates, s, tanh(s), [x(t), h(t-1)]). Inside, the
+    gate blocks are kept in the order [q, g, f, z] (rows of U, W, b permuted once per
+    call), so that the three sigmoid gates, and in the backward the three blocks scaled
+    by dL/ds(t), are contiguous. The parameter gradients are permuted back at the end.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, h0: Tensor, s0: Tensor, U: Tensor, W: Tensor, b: Tensor):
         N, T, F_ = x.shape
         H = h0.shape[1]
-        order = _qgfz(H, x.device)
-        U, W, b = U[order], W[order], b[order]
-        # Preallocated buffers written in place: no copies after the loop, and far less
-        # memory traffic than fresh tensors per step stacked at the end (the difference
-        # dominates once N x 4H is in the tens of thousands). Row t of ``xh`` is
-        # [x(t), h(t-1)] (time-major; h(-1) = h0, and row T holds only h(T-1)), so that
-        # the backward gets dL/dU and dL/dW together from one matrix product.
+        # Row t of ``xh`` is [x(t), h(t-1)] (time-major; h(-1) = h0, and row T holds only
+        # h(T-1)): the input of the gates of step t, and in the backward the operand of
+        # the one product that gives dL/dU and dL/dW together.
         kw = {"dtype": x.dtype, "device": x.device}
         xh = torch.empty(T + 1, N, F_ + H, **kw)
-        xt, h = xh[:T, :, :F_], xh[:, :, F_:]
-        xt.copy_(x.transpose(0, 1))
+        xh[:T, :, :F_] = x.transpose(0, 1)
+        h = xh[:, :, F_:]
         h[0] = h0
-        acts = torch.empty(T, N, 4 * H, **kw)  # per step [q, g, f, z]: pre-activations, then gates
-        torch.addmm(b, xt.reshape(T * N, F_), U.t(), out=acts.view(T * N, 4 * H))  # b + U x(t), all t
+        out, _, _ = torch._VF.lstm(x, (h0.unsqueeze(0), s0.unsqueeze(0)), (U, W, b, torch.zeros_like(b)),
+                                   True, 1, 0.0, False, False, True)
+        h[1:] = out.transpose(0, 1)  # 1. h(1..tau)
+        order = _qgfz(H, x.device)
+        UW = torch.cat([U, W], dim=1)[order]
+        acts = torch.addmm(b[order], xh[:T].reshape(T * N, F_ + H), UW.t()).view(T, N, 4 * H)
+        acts[:, :, : 3 * H].sigmoid_()  # 2. q, g, f
+        _tanh_(acts[:, :, 3 * H :])  # z
+        q, g, f, z = acts.chunk(4, dim=2)
         s = torch.empty(T + 1, N, H, **kw)
-        tanh_s = torch.empty(T, N, H, **kw)
         s[0] = s0
-        # Per-step views, made once: in the loop, indexing is a Python list lookup.
-        act_t, s_t, h_t, tanh_t = acts.unbind(0), s.unbind(0), h.unbind(0), tanh_s.unbind(0)
-        qgf_t = acts[:, :, : 3 * H].unbind(0)
-        q_t, g_t, f_t, z_t = (block.unbind(0) for block in acts.chunk(4, dim=2))
-        WT = W.t()
+        gz = g * z
+        s_t, f_t, gz_t = s.unbind(0), f.unbind(0), gz.unbind(0)
         for t in range(T):
-            act_t[t].addmm_(h_t[t], WT)  # pre-activations of all four blocks, += W h(t-1)
-            qgf_t[t].sigmoid_()  # output, input and forget gates
-            z_t[t].tanh_()  # cell input
-            torch.mul(f_t[t], s_t[t], out=s_t[t + 1])
-            s_t[t + 1].addcmul_(g_t[t], z_t[t])  # s(t) = f s(t-1) + g z
-            torch.tanh(s_t[t + 1], out=tanh_t[t])
-            torch.mul(q_t[t], tanh_t[t], out=h_t[t + 1])  # h(t) = tanh(s(t)) q
-        ctx.save_for_backward(xh, acts, s, tanh_s, U, W, order)
+            torch.addcmul(gz_t[t], f_t[t], s_t[t], out=s_t[t + 1])  # 3. s(t) = f s(t-1) + g z
+        tanh_s = _tanh_(s[1:].clone())
+        ctx.save_for_backward(xh, acts, s, tanh_s, UW[:, :F_].contiguous(), UW[:, F_:].contiguous(), order)
         return h[1:], s[T].clone()
 
     @staticmethod
@@ -661,12 +670,13 @@ class LSTM(nn.Module):
     * ``"fused"`` (default): torch's LSTM kernel (``torch._VF.lstm``, what
       ``torch.nn.LSTM`` calls) with this layer's ``U``, ``W``, ``b``; the gate order
       [g, f, z, q] is torch's [i, f, g, o], so the function is the same.
-    * ``"explicit"``: the forward runs in place in preallocated buffers and the backward
-      is the explicit recursion of ``descend.nn.bptt.lstm_backward`` (sec. 10.2.2
-      applied to the cell of sec. 10.10). The input projections ``U x(t) + b`` of all
-      steps are one matrix product before the loop, and so are the weight gradients
-      after it; per time step, eight tensor operations forward and five backward, on
-      views made once.
+    * ``"explicit"``: the backward is the explicit recursion of
+      ``descend.nn.bptt.lstm_backward`` (sec. 10.2.2 applied to the cell of sec.
+      10.10): per time step four tensor operations and one matrix product, into
+      preallocated buffers; the weight gradients are one product after the loop. The
+      forward obtains h(t) from torch's kernel, then every gate of every step in one
+      matrix product and the cell states by one operation per step (see
+      ``_LSTMFunction``).
     * ``"autograd"``: steps ``self.cell`` under autograd (slower, twice differentiable).
     """
 
