@@ -123,7 +123,7 @@ def test_layer_under_cpu_autocast_matches_float32(name, input_dtype, dtype):
 
 
 @pytest.mark.parametrize("dtype", HALF, ids=["bf16", "fp16"])
-def test_lstm_paths_agree_under_autocast_over_a_long_sequence(dtype):
+def test_lstm_paths_agree_under_autocast_over_a_long_sequence(dtype, lstm_forward):
     # 60 steps of the recurrence in the lower precision: the explicit and fused paths
     # still track float32 (the forget gate damps rounding carried through s(t)).
     torch.manual_seed(0)

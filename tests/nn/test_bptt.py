@@ -129,7 +129,7 @@ def test_recursion_with_a_downstream_gradient_on_the_final_state():
     torch.testing.assert_close(grad_h0, h0.grad)
 
 
-def test_lstm_explicit_bptt_equals_autograd_through_the_cell():
+def test_lstm_explicit_bptt_equals_autograd_through_the_cell(lstm_forward):
     torch.manual_seed(0)
     a = LSTM(3, 4, dtype=D, bptt="explicit")
     b = LSTM(3, 4, dtype=D, bptt="autograd")

@@ -89,7 +89,7 @@ def test_rnn_backward_equals_autograd_through_the_loop(bptt):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_rnn_and_lstm_functions_pass_gradcheck():
+def test_rnn_and_lstm_functions_pass_gradcheck(lstm_forward):
     torch.manual_seed(0)
     rnn = RNN(3, 4, dtype=D)
     lstm = LSTM(3, 4, dtype=D, bptt="explicit")
@@ -162,8 +162,9 @@ def test_sequence_to_one_reads_the_final_state():
 # ------------------------------------------------------------------ LSTM, sec. 10.10 and 8.4
 
 
+
 @pytest.mark.parametrize("bptt", ["fused", "explicit", "autograd"])
-def test_lstm_equals_torch_lstm_with_copied_weights(bptt):
+def test_lstm_equals_torch_lstm_with_copied_weights(bptt, lstm_forward):
     torch.manual_seed(0)
     ref_lstm = torch.nn.LSTM(4, 6, batch_first=True).double()
     ours = LSTM.from_torch(ref_lstm, bptt=bptt)
@@ -186,7 +187,7 @@ def test_lstm_equals_torch_lstm_with_copied_weights(bptt):
 
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm"])
-def test_fused_and_explicit_paths_give_the_same_outputs_and_gradients(kind):
+def test_fused_and_explicit_paths_give_the_same_outputs_and_gradients(kind, lstm_forward):
     # float32, a 60-step sequence fed in two chunks with the state carried over, a loss
     # on every output and on the final state: the paths differ only by float rounding.
     torch.manual_seed(0)

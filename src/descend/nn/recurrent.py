@@ -586,54 +586,103 @@ def _qgfz(H: int, device) -> Tensor:
     return torch.cat([torch.arange(3 * H, 4 * H, device=device), torch.arange(0, 3 * H, device=device)])
 
 
-class _LSTMFunction(torch.autograd.Function):
-    """LSTM over a whole sequence; backward by the explicit recursion of ``bptt.lstm_backward``.
+def _lstm_forward_stepwise(x, h0, s0, U, W, b):
+    """Eqs. of sec. 10.10 step by step in preallocated buffers; U, W, b rows in [q, g, f, z].
 
-    Forward in three passes, of which only the last loops over time in Python:
+    Returns ``(xh, acts, s, tanh_s)``: row t of ``xh`` is [x(t), h(t-1)] (time-major;
+    h(-1) = h0, and row T holds only h(T-1)), so that the backward gets dL/dU and dL/dW
+    together from one matrix product; ``acts`` the gates [q, g, f, z] of every step;
+    ``s`` the cell states s(0..tau); ``tanh_s`` = tanh(s(1..tau)).
+    """
+    N, T, F_ = x.shape
+    H = h0.shape[1]
+    kw = {"dtype": x.dtype, "device": x.device}
+    xh = torch.empty(T + 1, N, F_ + H, **kw)
+    xt, h = xh[:T, :, :F_], xh[:, :, F_:]
+    xt.copy_(x.transpose(0, 1))
+    h[0] = h0
+    acts = torch.empty(T, N, 4 * H, **kw)  # per step [q, g, f, z]: pre-activations, then gates
+    torch.addmm(b, xt.reshape(T * N, F_), U.t(), out=acts.view(T * N, 4 * H))  # b + U x(t), all t
+    s = torch.empty(T + 1, N, H, **kw)
+    tanh_s = torch.empty(T, N, H, **kw)
+    s[0] = s0
+    # Per-step views, made once: in the loop, indexing is a Python list lookup.
+    act_t, s_t, h_t, tanh_t = acts.unbind(0), s.unbind(0), h.unbind(0), tanh_s.unbind(0)
+    qgf_t = acts[:, :, : 3 * H].unbind(0)
+    q_t, g_t, f_t, z_t = (block.unbind(0) for block in acts.chunk(4, dim=2))
+    WT = W.t()
+    for t in range(T):
+        act_t[t].addmm_(h_t[t], WT)  # pre-activations of all four blocks, += W h(t-1)
+        qgf_t[t].sigmoid_()  # output, input and forget gates
+        z_t[t].tanh_()  # cell input
+        torch.mul(f_t[t], s_t[t], out=s_t[t + 1])
+        s_t[t + 1].addcmul_(g_t[t], z_t[t])  # s(t) = f s(t-1) + g z
+        torch.tanh(s_t[t + 1], out=tanh_t[t])
+        torch.mul(q_t[t], tanh_t[t], out=h_t[t + 1])  # h(t) = tanh(s(t)) q
+    return xh, acts, s, tanh_s
 
-    1. the outputs h(1..tau): torch's LSTM kernel (the forward of ``torch.nn.LSTM``,
-       no autograd: these equations, one compiled loop);
+
+def _lstm_forward_outputs_first(x, h0, s0, U, W, b, order):
+    """The same buffers as :func:`_lstm_forward_stepwise`, in three passes.
+
+    1. the outputs h(1..tau): torch's LSTM kernel (the forward of ``torch.nn.LSTM``
+       with these parameters in torch's row order, no autograd: one compiled loop);
     2. every gate of every step at once: with all h(t-1) known, the pre-activations
        ``b + U x(t) + W h(t-1)`` of all t are one matrix product (the steps decouple,
        as under teacher forcing, sec. 10.2.1), then one sigmoid and one tanh;
     3. the cell states, ``s(t) = f(t) s(t-1) + g(t) z(t)``: one fused operation per step.
+    """
+    N, T, F_ = x.shape
+    H = h0.shape[1]
+    kw = {"dtype": x.dtype, "device": x.device}
+    xh = torch.empty(T + 1, N, F_ + H, **kw)
+    xh[:T, :, :F_] = x.transpose(0, 1)
+    h = xh[:, :, F_:]
+    h[0] = h0
+    out, _, _ = torch._VF.lstm(x, (h0.unsqueeze(0), s0.unsqueeze(0)), (U, W, b, torch.zeros_like(b)),
+                               True, 1, 0.0, False, False, True)
+    h[1:] = out.transpose(0, 1)  # 1. h(1..tau)
+    UW = torch.cat([U, W], dim=1)[order]
+    acts = torch.addmm(b[order], xh[:T].reshape(T * N, F_ + H), UW.t()).view(T, N, 4 * H)
+    acts[:, :, : 3 * H].sigmoid_()  # 2. q, g, f
+    _tanh_(acts[:, :, 3 * H :])  # z
+    _, g, f, z = acts.chunk(4, dim=2)
+    s = torch.empty(T + 1, N, H, **kw)
+    s[0] = s0
+    gz = g * z
+    s_t, f_t, gz_t = s.unbind(0), f.unbind(0), gz.unbind(0)
+    for t in range(T):
+        torch.addcmul(gz_t[t], f_t[t], s_t[t], out=s_t[t + 1])  # 3. s(t) = f s(t-1) + g z
+    return xh, acts, s, _tanh_(s[1:].clone())
 
-    The backward needs exactly these (gates, s, tanh(s), [x(t), h(t-1)]). Inside, the
-    gate blocks are kept in the order [q, g, f, z] (rows of U, W, b permuted once per
-    call), so that the three sigmoid gates, and in the backward the three blocks scaled
-    by dL/ds(t), are contiguous. The parameter gradients are permuted back at the end.
+
+# Below this many multiply-adds per step of W h(t-1) (N x 4H x H), the seven operations
+# a step of the stepwise forward dispatches cost about as much as its matrix product,
+# and the three-pass forward (one compiled loop, whole-sequence products) is faster.
+_STEPWISE_MIN_WORK = 2**20
+
+
+class _LSTMFunction(torch.autograd.Function):
+    """LSTM over a whole sequence; backward by the explicit recursion of ``bptt.lstm_backward``.
+
+    Forward: :func:`_lstm_forward_stepwise`, or for small steps (few units, small
+    batches, where per-operation overhead dominates) :func:`_lstm_forward_outputs_first`;
+    both give the gates, cell states and [x(t), h(t-1)] that the backward needs. Inside,
+    the gate blocks are kept in the order [q, g, f, z] (rows of U, W, b permuted once
+    per call), so that the three sigmoid gates, and in the backward the three blocks
+    scaled by dL/ds(t), are contiguous. The parameter gradients are permuted back.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, h0: Tensor, s0: Tensor, U: Tensor, W: Tensor, b: Tensor):
-        N, T, F_ = x.shape
-        H = h0.shape[1]
-        # Row t of ``xh`` is [x(t), h(t-1)] (time-major; h(-1) = h0, and row T holds only
-        # h(T-1)): the input of the gates of step t, and in the backward the operand of
-        # the one product that gives dL/dU and dL/dW together.
-        kw = {"dtype": x.dtype, "device": x.device}
-        xh = torch.empty(T + 1, N, F_ + H, **kw)
-        xh[:T, :, :F_] = x.transpose(0, 1)
-        h = xh[:, :, F_:]
-        h[0] = h0
-        out, _, _ = torch._VF.lstm(x, (h0.unsqueeze(0), s0.unsqueeze(0)), (U, W, b, torch.zeros_like(b)),
-                                   True, 1, 0.0, False, False, True)
-        h[1:] = out.transpose(0, 1)  # 1. h(1..tau)
+        N, H = h0.shape
         order = _qgfz(H, x.device)
-        UW = torch.cat([U, W], dim=1)[order]
-        acts = torch.addmm(b[order], xh[:T].reshape(T * N, F_ + H), UW.t()).view(T, N, 4 * H)
-        acts[:, :, : 3 * H].sigmoid_()  # 2. q, g, f
-        _tanh_(acts[:, :, 3 * H :])  # z
-        q, g, f, z = acts.chunk(4, dim=2)
-        s = torch.empty(T + 1, N, H, **kw)
-        s[0] = s0
-        gz = g * z
-        s_t, f_t, gz_t = s.unbind(0), f.unbind(0), gz.unbind(0)
-        for t in range(T):
-            torch.addcmul(gz_t[t], f_t[t], s_t[t], out=s_t[t + 1])  # 3. s(t) = f s(t-1) + g z
-        tanh_s = _tanh_(s[1:].clone())
-        ctx.save_for_backward(xh, acts, s, tanh_s, UW[:, :F_].contiguous(), UW[:, F_:].contiguous(), order)
-        return h[1:], s[T].clone()
+        if N * 4 * H * H >= _STEPWISE_MIN_WORK:
+            xh, acts, s, tanh_s = _lstm_forward_stepwise(x, h0, s0, U[order], W[order], b[order])
+        else:
+            xh, acts, s, tanh_s = _lstm_forward_outputs_first(x, h0, s0, U, W, b, order)
+        ctx.save_for_backward(xh, acts, s, tanh_s, U[order], W[order], order)
+        return xh[1:, :, U.shape[1]:], s[-1].clone()
 
     @staticmethod
     @once_differentiable
@@ -674,8 +723,9 @@ class LSTM(nn.Module):
       ``descend.nn.bptt.lstm_backward`` (sec. 10.2.2 applied to the cell of sec.
       10.10): per time step four tensor operations and one matrix product, into
       preallocated buffers; the weight gradients are one product after the loop. The
-      forward obtains h(t) from torch's kernel, then every gate of every step in one
-      matrix product and the cell states by one operation per step (see
+      forward steps through the equations in place (eight operations per step), or,
+      for small steps where per-operation overhead dominates, takes h(t) from torch's
+      kernel and then every gate of every step from one matrix product (see
       ``_LSTMFunction``).
     * ``"autograd"``: steps ``self.cell`` under autograd (slower, twice differentiable).
     """
