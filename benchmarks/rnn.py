@@ -2,15 +2,21 @@
 
 Both sides get the same batch-first input (N, T, F), hidden size H, and a loss
 ``sum(outputs * w)`` (a fixed random w) whose backward reaches every weight and the
-input. descend runs with ``explicit_bptt=True`` (the default: the BPTT recursions of
-descend.nn.bptt as the backward pass) and, for reference, ``explicit_bptt=False``
-(plain autograd through the Python time loop). torch.nn.LSTM on CPU calls one fused
-oneDNN (mkldnn) kernel for the whole sequence, forward and backward; torch.nn.RNN
-loops over time in C++.
+input. descend runs every ``bptt`` path of each layer:
+
+    fused      torch's own sequence kernel with descend's parameters (LSTM default)
+    explicit   the BPTT recursions of descend.nn.bptt as the backward pass (RNN default)
+    autograd   plain autograd through the Python loop over time (reference)
+
+torch.nn.LSTM on CPU calls one fused oneDNN (mkldnn) kernel for the whole sequence,
+forward and backward; torch.nn.RNN loops over time in C++.
 
 Timing: for each size, the contenders run in interleaved rounds and the minimum over
 rounds of the mean time per iteration is kept (robust to other processes on a shared
-machine). Goal (issue 9): LSTM ratio <= 1.5 on CPU.
+machine). Ratios are descend / torch, forward+backward; "fwd" columns time the forward
+alone (no_grad) for the layer's default path. Goals: the LSTM's default path within
+1.5x of torch.nn.LSTM on every size; its explicit path within 2x on the long sequence
+and 1.5x elsewhere.
 
     python benchmarks/rnn.py --quick
     python benchmarks/rnn.py --out bench-results/rnn.json
@@ -39,17 +45,22 @@ SIZES = [
 QUICK_SIZES = [("row-mnist", 64, 28, 28, 64), ("medium", 16, 50, 16, 64)]
 
 
-def contenders(kind: str, F: int, H: int):
+PATHS = {"lstm": ("fused", "explicit", "autograd"), "rnn": ("explicit", "fused", "autograd")}  # default first
+
+
+def contenders(kind: str, F: int, H: int) -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
     if kind == "lstm":
         ref = torch.nn.LSTM(F, H, batch_first=True)
-        ours = LSTM.from_torch(ref)
-        ours_ag = LSTM.from_torch(ref, explicit_bptt=False)
+        ours = {path: LSTM.from_torch(ref, bptt=path) for path in PATHS[kind]}
     else:
         ref = torch.nn.RNN(F, H, batch_first=True)
-        ours = RNN(F, H)
-        ours_ag = RNN(F, H, explicit_bptt=False)
-    return {"torch": ref, "descend": ours, "descend (autograd)": ours_ag}
+        first = RNN(F, H)
+        ours = {}
+        for path in PATHS[kind]:
+            ours[path] = RNN(F, H, bptt=path)
+            ours[path].load_state_dict(first.state_dict())
+    return {"torch": ref, **ours}
 
 
 def one_iteration(module, x, w):
@@ -88,12 +99,14 @@ def main() -> None:
 
     rows = []
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, mkldnn={torch.backends.mkldnn.is_available()}")
-    header = f"{'kind':5s} {'size':10s} {'N':>4s} {'T':>4s} {'F':>4s} {'H':>4s} | {'torch ms':>9s} {'descend ms':>10s} {'ratio':>6s} | {'autograd ms':>11s} {'ratio':>6s} | {'fwd ratio':>9s}"
+    header = (f"{'kind':5s} {'size':10s} {'N':>4s} {'T':>4s} {'F':>4s} {'H':>4s} | {'torch ms':>9s} | "
+              + " | ".join(f"{p + ' ms':>12s} {'ratio':>5s}" for p in PATHS["lstm"]) + f" | {'fwd ratio':>9s}")
     print(header)
     print("-" * len(header))
     for kind in ("rnn", "lstm"):
         for name, N, T, F, H in sizes:
             mods = contenders(kind, F, H)
+            default = PATHS[kind][0]
             g = torch.Generator().manual_seed(1)
             x = torch.randn(N, T, F, generator=g).requires_grad_()
             w = torch.randn(N, T, H, generator=g)
@@ -101,24 +114,23 @@ def main() -> None:
                 one_iteration(m, x, w)
                 one_iteration(m, x, w)
             fb = time_rounds({k: (lambda m=m: one_iteration(m, x, w)) for k, m in mods.items()}, rounds, iters)
-            fw = time_rounds({k: (lambda m=m: forward_only(m, x, w)) for k, m in mods.items() if k != "descend (autograd)"},
+            fw = time_rounds({k: (lambda m=m: forward_only(m, x, w)) for k, m in mods.items() if k in ("torch", default)},
                              rounds, iters)
-            row = {
-                "kind": kind, "size": name, "N": N, "T": T, "F": F, "H": H,
-                "torch_ms": 1e3 * fb["torch"], "descend_ms": 1e3 * fb["descend"],
-                "descend_autograd_ms": 1e3 * fb["descend (autograd)"],
-                "ratio": fb["descend"] / fb["torch"],
-                "autograd_ratio": fb["descend (autograd)"] / fb["torch"],
-                "forward_torch_ms": 1e3 * fw["torch"], "forward_descend_ms": 1e3 * fw["descend"],
-                "forward_ratio": fw["descend"] / fw["torch"],
-            }
+            row = {"kind": kind, "size": name, "N": N, "T": T, "F": F, "H": H, "default": default,
+                   "torch_ms": 1e3 * fb["torch"]}
+            for path in PATHS[kind]:
+                row[f"{path}_ms"] = 1e3 * fb[path]
+                row[f"{path}_ratio"] = fb[path] / fb["torch"]
+            row["forward_torch_ms"] = 1e3 * fw["torch"]
+            row["forward_default_ms"] = 1e3 * fw[default]
+            row["forward_ratio"] = fw[default] / fw["torch"]
             rows.append(row)
-            print(f"{kind:5s} {name:10s} {N:4d} {T:4d} {F:4d} {H:4d} | {row['torch_ms']:9.2f} {row['descend_ms']:10.2f} "
-                  f"{row['ratio']:6.2f} | {row['descend_autograd_ms']:11.2f} {row['autograd_ratio']:6.2f} | "
+            cells = " | ".join(f"{row[p + '_ms']:12.2f} {row[p + '_ratio']:5.2f}" for p in PATHS["lstm"])
+            print(f"{kind:5s} {name:10s} {N:4d} {T:4d} {F:4d} {H:4d} | {row['torch_ms']:9.2f} | {cells} | "
                   f"{row['forward_ratio']:9.2f}")
     result = {
         "benchmark": "rnn",
-        "what": "forward+backward ms per iteration, min over interleaved rounds; ratio = descend / torch",
+        "what": "forward+backward ms per iteration, min over interleaved rounds; <path>_ratio = descend bptt=<path> / torch",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),

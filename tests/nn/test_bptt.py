@@ -1,4 +1,4 @@
-"""Explicit back-propagation through time, Deep Learning sec. 10.2.2, eqs. 10.17-10.21 (SPEC R3).
+"""Explicit back-propagation through time, Deep Learning sec. 10.2.2, eqs. 10.17-10.21.
 
 Oracles: autograd on an independently written unrolled graph (float64), and the literal
 NumPy transcription with diag() Jacobians in tests/reference/rnn.py.
@@ -129,10 +129,10 @@ def test_recursion_with_a_downstream_gradient_on_the_final_state():
     torch.testing.assert_close(grad_h0, h0.grad)
 
 
-def test_lstm_explicit_bptt_equals_autograd_through_the_cell():
+def test_lstm_explicit_bptt_equals_autograd_through_the_cell(lstm_forward):
     torch.manual_seed(0)
-    a = LSTM(3, 4, dtype=D, explicit_bptt=True)
-    b = LSTM(3, 4, dtype=D, explicit_bptt=False)
+    a = LSTM(3, 4, dtype=D, bptt="explicit")
+    b = LSTM(3, 4, dtype=D, bptt="autograd")
     b.load_state_dict(a.state_dict())
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 7, 3, generator=g, dtype=D)

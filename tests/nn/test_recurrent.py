@@ -1,4 +1,4 @@
-"""Recurrent networks of Deep Learning sec. 10.1-10.2 and the LSTM of sec. 10.10 (SPEC R1, R2, R4).
+"""Recurrent networks of Deep Learning sec. 10.1-10.2 and the LSTM of sec. 10.10.
 
 Oracles: the NumPy transcriptions in tests/reference/rnn.py (eqs. 10.8-10.14, fig. 10.4
 with teacher forcing, the LSTM equations), torch.nn.LSTM / LSTMCell with copied
@@ -39,9 +39,9 @@ def rand(*shape, seed=0, scale=1.0):
     return torch.randn(*shape, generator=g, dtype=D) * scale
 
 
-def fig_10_3_network(F, H, K, explicit_bptt=True, seed=0):
+def fig_10_3_network(F, H, K, bptt="explicit", seed=0):
     torch.manual_seed(seed)
-    net = SequenceToSequence(RNN(F, H, explicit_bptt=explicit_bptt, dtype=D), K)
+    net = SequenceToSequence(RNN(F, H, bptt=bptt, dtype=D), K)
     with torch.no_grad():  # nonzero biases so that b and c are exercised
         net.recurrent.b.copy_(rand(H, seed=seed + 1, scale=0.3))
         net.c.copy_(rand(K, seed=seed + 2, scale=0.3))
@@ -51,10 +51,10 @@ def fig_10_3_network(F, H, K, explicit_bptt=True, seed=0):
 # ------------------------------------------------------------------ eqs. 10.8-10.14
 
 
-@pytest.mark.parametrize("explicit_bptt", [True, False])
-def test_rnn_outputs_and_loss_match_numpy_transcription_of_eqs_10_8_to_10_14(explicit_bptt):
+@pytest.mark.parametrize("bptt", ["explicit", "fused", "autograd"])
+def test_rnn_outputs_and_loss_match_numpy_transcription_of_eqs_10_8_to_10_14(bptt):
     N, T, F, H, K = 3, 5, 4, 6, 3
-    net = fig_10_3_network(F, H, K, explicit_bptt)
+    net = fig_10_3_network(F, H, K, bptt)
     x, h0 = rand(N, T, F, seed=3), rand(N, H, seed=4, scale=0.5)
     y = torch.randint(0, K, (N, T), generator=torch.Generator().manual_seed(5))
     o, hT = net(x, h0)
@@ -73,13 +73,14 @@ def test_rnn_outputs_and_loss_match_numpy_transcription_of_eqs_10_8_to_10_14(exp
     np.testing.assert_allclose(sequence_nll(o, y).item(), np.mean(losses), rtol=1e-12)
 
 
-def test_explicit_bptt_backward_equals_autograd_through_the_loop():
+@pytest.mark.parametrize("bptt", ["explicit", "fused"])
+def test_rnn_backward_equals_autograd_through_the_loop(bptt):
     N, T, F, H, K = 4, 7, 3, 5, 4
     x = rand(N, T, F, seed=1)
     y = torch.randint(0, K, (N, T), generator=torch.Generator().manual_seed(2))
     grads = []
-    for explicit in (True, False):
-        net = fig_10_3_network(F, H, K, explicit, seed=9)
+    for path in (bptt, "autograd"):
+        net = fig_10_3_network(F, H, K, path, seed=9)
         xx = x.clone().requires_grad_()
         h0 = rand(N, H, seed=3).requires_grad_()
         sequence_nll(net(xx, h0)[0], y).backward()
@@ -88,10 +89,10 @@ def test_explicit_bptt_backward_equals_autograd_through_the_loop():
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_rnn_and_lstm_functions_pass_gradcheck():
+def test_rnn_and_lstm_functions_pass_gradcheck(lstm_forward):
     torch.manual_seed(0)
     rnn = RNN(3, 4, dtype=D)
-    lstm = LSTM(3, 4, dtype=D)
+    lstm = LSTM(3, 4, dtype=D, bptt="explicit")
     x = rand(2, 5, 3).requires_grad_()
     h0, s0 = rand(2, 4, seed=1).requires_grad_(), rand(2, 4, seed=2).requires_grad_()
     # Gradients w.r.t. inputs, initial states and (through the hidden sequence and the
@@ -161,11 +162,12 @@ def test_sequence_to_one_reads_the_final_state():
 # ------------------------------------------------------------------ LSTM, sec. 10.10 and 8.4
 
 
-@pytest.mark.parametrize("explicit_bptt", [True, False])
-def test_lstm_equals_torch_lstm_with_copied_weights(explicit_bptt):
+
+@pytest.mark.parametrize("bptt", ["fused", "explicit", "autograd"])
+def test_lstm_equals_torch_lstm_with_copied_weights(bptt, lstm_forward):
     torch.manual_seed(0)
     ref_lstm = torch.nn.LSTM(4, 6, batch_first=True).double()
-    ours = LSTM.from_torch(ref_lstm, explicit_bptt=explicit_bptt)
+    ours = LSTM.from_torch(ref_lstm, bptt=bptt)
     x = rand(3, 8, 4).requires_grad_()
     x2 = x.detach().clone().requires_grad_()
     h0, s0 = rand(3, 6, seed=1), rand(3, 6, seed=2)
@@ -182,6 +184,37 @@ def test_lstm_equals_torch_lstm_with_copied_weights(explicit_bptt):
     torch.testing.assert_close(ours.cell.U.grad, ref_lstm.weight_ih_l0.grad, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(ours.cell.W.grad, ref_lstm.weight_hh_l0.grad, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(ours.cell.b.grad, ref_lstm.bias_ih_l0.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+def test_fused_and_explicit_paths_give_the_same_outputs_and_gradients(kind, lstm_forward):
+    # float32, a 60-step sequence fed in two chunks with the state carried over, a loss
+    # on every output and on the final state: the paths differ only by float rounding.
+    torch.manual_seed(0)
+    make = (lambda bptt: RNN(5, 16, bptt=bptt)) if kind == "rnn" else (lambda bptt: LSTM(5, 16, bptt=bptt))
+    fused, explicit = make("fused"), make("explicit")
+    explicit.load_state_dict(fused.state_dict())
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 60, 5, generator=g)
+    w = torch.randn(4, 60, 16, generator=g)
+    results = []
+    for layer in (fused, explicit):
+        xx = x.clone().requires_grad_()
+        first, state = layer(xx[:, :25])
+        second, state = layer(xx[:, 25:], state)
+        out = torch.cat([first, second], dim=1)
+        final = state[1] if kind == "lstm" else state
+        ((out * w).sum() + final.square().sum()).backward()
+        results.append([out, final, xx.grad] + [p.grad for p in layer.parameters()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_bptt_option_is_checked_and_shown():
+    assert "explicit" in repr(RNN(3, 4)) and "fused" in repr(LSTM(3, 4))
+    for make in (RNN, LSTM):
+        with pytest.raises(ConfigError, match="'fused'.*'explicit'.*'autograd'"):
+            make(3, 4, bptt="exact")
 
 
 def test_lstm_cell_equals_torch_lstm_cell_and_numpy_equations():

@@ -10,11 +10,9 @@ recursion out anyway, for two reasons:
   tests check each one against autograd in float64.
 * ``tanh_rnn_backward`` and ``lstm_backward`` are the same recursions for an arbitrary
   upstream gradient on the hidden states. ``descend.nn.RNN`` and ``descend.nn.LSTM``
-  use them as their backward pass: one short loop over time with two to five tensor
-  operations per step, instead of autograd's replay of every per-step node. With them
-  the RNN is faster than ``torch.nn.RNN`` on CPU and the LSTM within 1.1-1.6x of
-  ``torch.nn.LSTM``'s fused oneDNN kernel at moderate sizes (2.2-2.6x for long
-  sequences of tiny steps, where per-operation dispatch dominates; benchmarks/rnn.py).
+  with ``bptt="explicit"`` use them as their backward pass: one short loop over time
+  with two to four tensor operations per step, instead of autograd's replay of every per-step node
+  (benchmarks/rnn.py compares them with torch's fused kernels).
 
 Tensors here are *time-major*, ``(T, N, ...)``, so that ``h[t]`` is a contiguous
 ``(N, H)`` block; the modules in ``recurrent.py`` take and return batch-first
@@ -223,15 +221,18 @@ def lstm_backward(
         direct: ``(T, N, H)``, gradient arriving at each output ``h(t)`` from outside
             the recurrence.
         acts: ``(T, N, 4H)``, the gate activations of the forward pass in the block
-            order ``[g, f, z, q]``: input gate, forget gate, cell input (tanh), output gate.
+            order ``[q, g, f, z]``: output gate, input gate, forget gate, cell input
+            (tanh). (``descend.nn.LSTM`` keeps this order internally; it stores its
+            parameters in torch's order [g, f, z, q].)
         s: ``(T+1, N, H)``, the cell states ``s(0..tau)``.
         tanh_s: ``(T, N, H)``, ``tanh(s(1..tau))``.
-        W: ``(4H, H)``, recurrent weights.
+        W: ``(4H, H)``, recurrent weights, rows in the order of ``acts``.
         grad_hT, grad_sT: gradients on the final ``h(tau)``, ``s(tau)`` from downstream.
 
     Returns:
         ``(grad_pre, grad_h0, grad_s0)``: ``grad_pre[t]`` is dL/d(pre-activation of every
-        gate) ``(N, 4H)``, from which the weight gradients are batched products.
+        gate) ``(N, 4H)`` in the order of ``acts`` (a strided view), from which the weight
+        gradients are batched products.
 
     With ``h(t) = q * tanh(s(t))`` and ``s(t) = f * s(t-1) + g * z``::
 
@@ -241,42 +242,43 @@ def lstm_backward(
         dL/ds(t-1)  = dL/ds(t) * f                   dL/dh(t-1) = direct(t-1) + W^T dL/dpre(t)
 
     Every factor that does not depend on the gradient is computed for all t at once
-    before the loop, directly into the ``grad_pre`` buffer, which the loop then scales
-    in place. What is left per step is five tensor operations (two products of
-    ``dL/ds``, two in-place scalings, one fused ``addmm`` accumulating into the buffer
-    of ``dL/dh``), each on a view made once before the loop: Python overhead, not
-    arithmetic, is the cost at small sizes.
+    before the loop, into a buffer ``[q, g, f, z, f]`` per step: the coefficients of
+    dL/dh(t) (block q) and of dL/ds(t) (the other four, the last being f itself, so the
+    same in-place product also gives dL/ds(t-1)). What is left per step is four tensor
+    operations (dL/ds(t), two in-place scalings, one fused ``addmm`` accumulating into
+    the buffer of dL/dh), each on a view made once before the loop: Python overhead,
+    not arithmetic, is the cost at small sizes.
     """
     T, N, H4 = acts.shape
     H = H4 // 4
-    g, f, z, q = acts.chunk(4, dim=2)
-    # grad_pre starts as the coefficients: of dL/ds(t) in blocks g, f, z, of dL/dh(t)
-    # in block q. Written with fused ops (a - a*b as addcmul(a, a, b, value=-1)): these
-    # are the only passes over whole (T, N, H) arrays, and memory traffic is their cost.
-    grad_pre = torch.empty_like(acts)
-    pre_g, pre_f, pre_z, pre_q = grad_pre.chunk(4, dim=2)
+    q, g, f, z = acts.chunk(4, dim=2)
+    # The coefficients, written with fused ops (a - a*b as addcmul(a, a, b, value=-1)):
+    # these are the only passes over whole (T, N, H) arrays, and memory traffic is their cost.
+    coef = torch.empty(T, N, 5 * H, dtype=acts.dtype, device=acts.device)
+    pre_q, pre_g, pre_f, pre_z, ds_f = coef.chunk(5, dim=2)
+    torch.addcmul(q, q, q, value=-1, out=pre_q).mul_(tanh_s)  # tanh(s) q (1 - q)
     torch.addcmul(g, g, g, value=-1, out=pre_g).mul_(z)  # z g (1 - g)
     torch.addcmul(f, f, f, value=-1, out=pre_f).mul_(s[:-1])  # s(t-1) f (1 - f)
     torch.addcmul(g, g, z * z, value=-1, out=pre_z)  # g (1 - z^2)
-    torch.addcmul(q, q, q, value=-1, out=pre_q).mul_(tanh_s)  # tanh(s) q (1 - q)
+    ds_f.copy_(f)  # f: dL/ds(t) * f is the part of dL/ds(t-1) that flows through s
     dh_to_ds = torch.addcmul(q, q, tanh_s * tanh_s, value=-1)  # dL/dh(t) -> dL/ds(t): q (1 - tanh(s)^2)
     # dL/dh(t) for every t: ``direct`` plus, filled in by the loop, W^T dL/dpre(t+1).
     dh = direct.clone(memory_format=torch.contiguous_format)
     if grad_hT is not None:
         dh[T - 1] += grad_hT
     ds = torch.empty_like(dh[0])  # dL/ds(t)
-    ds_f = torch.zeros_like(ds) if grad_sT is None else grad_sT.clone()  # dL/ds(t+1) * f(t+1)
-    ds_3 = ds.unsqueeze(1)  # broadcast over the three blocks g, f, z
+    ds_4 = ds.unsqueeze(1)  # broadcast over the four blocks g, f, z, f
+    last = torch.zeros_like(ds) if grad_sT is None else grad_sT  # dL/ds(tau) from downstream
     # Per-step views, made once (in the loop, indexing is a Python list lookup).
-    dh_t, to_ds_t, f_t, pre_t = dh.unbind(0), dh_to_ds.unbind(0), f.unbind(0), grad_pre.unbind(0)
-    gfz_t = grad_pre.view(T, N, 4, H)[:, :, :3].unbind(0)
-    q_t = pre_q.unbind(0)
+    dh_t, to_ds_t, pre_t = dh.unbind(0), dh_to_ds.unbind(0), coef[:, :, : 4 * H].unbind(0)
+    by_ds_t = coef.view(T, N, 5, H)[:, :, 1:].unbind(0)
+    q_t, ds_f_t = pre_q.unbind(0), [*ds_f[1:].unbind(0), last]  # ds_f_t[t]: dL/ds(t+1) f(t+1)
     for t in range(T - 1, -1, -1):
-        torch.addcmul(ds_f, dh_t[t], to_ds_t[t], out=ds)  # dL/ds(t)
-        gfz_t[t].mul_(ds_3)  # dL/dpre of g, f, z
+        torch.addcmul(ds_f_t[t], dh_t[t], to_ds_t[t], out=ds)  # dL/ds(t)
+        by_ds_t[t].mul_(ds_4)  # dL/dpre of g, f, z, and dL/ds(t) f(t)
         q_t[t].mul_(dh_t[t])  # dL/dpre_q
-        torch.mul(ds, f_t[t], out=ds_f)  # the part of dL/ds(t-1) that flows through s
         if t > 0:
             dh_t[t - 1].addmm_(pre_t[t], W)  # eqs. 10.20-10.21 for the LSTM: += W^T dL/dpre(t)
+    grad_pre = coef[:, :, : 4 * H]
     grad_h0 = grad_pre[0] @ W
-    return grad_pre, grad_h0, ds_f
+    return grad_pre, grad_h0, ds_f[0].clone()

@@ -1,4 +1,4 @@
-"""Recurrent networks of Deep Learning ch. 10.1-10.2 (SPEC R1-R4).
+"""Recurrent networks of Deep Learning ch. 10.1-10.2 and the LSTM of sec. 10.10.
 
     RNN                  hidden-to-hidden recurrence, eqs. 10.8-10.9 (fig. 10.3)
     SequenceToSequence   an output o(t) = c + V h(t) at every step, eq. 10.10; with RNN
@@ -18,12 +18,29 @@ inherently sequential, sec. 10.2: "each time step may only be computed after the
 previous one"); nothing loops over the batch, and the input projections ``U x(t)`` of
 all steps are one matrix product before the loop.
 
-Backward. By default ``RNN`` and ``LSTM`` back-propagate with the explicit BPTT
-recursions of ``descend.nn.bptt`` (eqs. 10.19-10.21 and their LSTM analogue) wrapped
-in a ``torch.autograd.Function``: a few tensor operations per time step instead of
-autograd replaying every per-step node. ``explicit_bptt=False`` uses plain autograd
-through the loop instead: the reference the tests compare against, and the path to use
-when second derivatives are needed (the explicit backward is ``once_differentiable``).
+Backward. ``bptt`` picks how gradients are computed:
+
+* ``"explicit"``: the BPTT recursions of ``descend.nn.bptt`` (eqs. 10.19-10.21 and
+  their LSTM analogue) wrapped in a ``torch.autograd.Function``: a few tensor
+  operations per time step instead of autograd replaying every per-step node. The
+  default of ``RNN``.
+* ``"fused"`` (LSTM and RNN): torch's own sequence kernel (``torch._VF.lstm``, the
+  function behind ``torch.nn.LSTM``; oneDNN on CPU, cuDNN on CUDA) called with this
+  layer's parameters. The equations are the same, so are the numbers up to float
+  rounding. The default of ``LSTM``, where it is the fastest path.
+* ``"autograd"``: plain autograd through the Python loop over time: the reference
+  the tests compare against, and the path to use when second derivatives are needed
+  (the explicit backward is ``once_differentiable``).
+
+Mixed precision. Under ``torch.autocast`` the explicit and fused paths convert their
+inputs and parameters to the autocast dtype at the boundary and run with autocast
+disabled inside (see ``descend.nn.functional.autocast``): the work is matrix products,
+which autocast runs in the lower precision anyway, and inside a
+``torch.autograd.Function`` autocast would see only some of the ops. That is what
+torch's own recurrent kernels do under autocast. (It also sidesteps a failure of
+``torch.nn.LSTM`` under float16 autocast on CPU, where autocast hands the sequence to
+oneDNN's LSTM primitive, which has no float16 form there; given float16 tensors
+outside autocast, torch picks a kernel that has one.)
 """
 
 from __future__ import annotations
@@ -37,6 +54,7 @@ from torch.autograd.function import once_differentiable
 
 from descend.errors import ConfigError, ShapeError
 from descend.nn.bptt import lstm_backward, tanh_rnn_backward
+from descend.nn.functional.autocast import cast, lower_precision
 
 # --------------------------------------------------------------------- checks
 
@@ -64,7 +82,7 @@ def check_sequence(x: Tensor, features: int, dtype: torch.dtype | None = None, n
         )
     if not x.is_floating_point():
         raise ShapeError(f"{name} must be floating point, got {x.dtype}; convert with x.float()")
-    if dtype is not None and x.dtype != dtype:
+    if dtype is not None and x.dtype != dtype and lower_precision(x.device) is None:  # autocast mixes dtypes
         raise ShapeError(f"{name} is {x.dtype} but the parameters are {dtype}; use x.to({dtype}) or module.to({x.dtype})")
 
 
@@ -158,6 +176,16 @@ class _TanhRNNFunction(torch.autograd.Function):
         return grad_x, grad_h0, grad_U, grad_W, grad_b
 
 
+BPTT = ("fused", "explicit", "autograd")
+
+
+def _check_bptt(bptt: str) -> str:
+    if bptt not in BPTT:
+        raise ConfigError(f"Invalid bptt: {bptt!r}; use 'fused' (torch's kernel), 'explicit' (the BPTT "
+                          "recursions of descend.nn.bptt) or 'autograd' (autograd through the time loop)")
+    return bptt
+
+
 class RNN(nn.Module):
     """Hidden-to-hidden recurrent layer with tanh units, eqs. 10.8-10.9 (fig. 10.3).
 
@@ -173,27 +201,29 @@ class RNN(nn.Module):
     Args:
         input_size: features F of each x(t).
         hidden_size: units H of h(t).
-        explicit_bptt: back-propagate with the explicit BPTT recursion of eqs.
-            10.19-10.21 (fast, first derivatives only); False: autograd through the loop.
+        bptt: how gradients are computed: ``"explicit"`` (default) the recursion of
+            eqs. 10.19-10.21 (first derivatives only), ``"fused"`` torch's
+            ``torch.nn.RNN`` kernel with these parameters, ``"autograd"`` autograd
+            through the loop over time (twice differentiable).
 
     Shape: ``forward(x (N, T, F), h0 (N, H) or None) -> (h (N, T, H), h(T) (N, H))``.
 
     Differs from ``torch.nn.RNN(nonlinearity="tanh", batch_first=True)`` only in having
     one bias ``b`` (torch adds two, ``b_ih + b_hh``, which is the same function with a
-    redundant parameter) and zero initial biases (SPEC I4; torch draws them uniformly).
+    redundant parameter) and zero initial biases (torch draws them uniformly).
     Weights are drawn like torch's, uniform in ``(-1/sqrt(H), 1/sqrt(H))``.
     Cost: O(T) sequential steps and O(T) stored states (sec. 10.2): a Python loop over
     the T time steps (two tensor operations each), none over the batch.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, *, explicit_bptt: bool = True, device=None, dtype=None) -> None:
+    def __init__(self, input_size: int, hidden_size: int, *, bptt: str = "explicit", device=None, dtype=None) -> None:
         super().__init__()
         if input_size < 1 or hidden_size < 1:
             raise ConfigError(f"input_size and hidden_size must be >= 1; got {input_size}, {hidden_size}")
         kw = {"device": device, "dtype": dtype}
         self.input_size = input_size
         self.hidden_size = hidden_size
-        self.explicit_bptt = explicit_bptt
+        self.bptt = _check_bptt(bptt)
         self.U = nn.Parameter(torch.empty(hidden_size, input_size, **kw))  # input-to-hidden
         self.W = nn.Parameter(torch.empty(hidden_size, hidden_size, **kw))  # hidden-to-hidden
         self.b = nn.Parameter(torch.empty(hidden_size, **kw))
@@ -212,15 +242,29 @@ class RNN(nn.Module):
             h0 = x.new_zeros(N, self.hidden_size)
         else:
             _check_state(h0, N, self.hidden_size, "the initial state h0")
-        if self.explicit_bptt:
-            h = _TanhRNNFunction.apply(x, h0, self.U, self.W, self.b)
-        else:
+        if self.bptt == "autograd":  # plain ops: autocast picks each one's precision
             ax = F.linear(x.transpose(0, 1), self.U, self.b)
             h = _tanh_recurrence(ax, h0, self.W)
-        return h.transpose(0, 1), h[-1]
+            return h.transpose(0, 1), h[-1]
+        lower = lower_precision(x.device)
+        args = cast(lower or self.U.dtype, x, h0, self.U, self.W, self.b)
+        with torch.autocast(x.device.type, enabled=False):
+            if self.bptt == "explicit":
+                h = _TanhRNNFunction.apply(*args).transpose(0, 1)
+            else:
+                h = _fused_rnn(*args)
+        h = h if lower is None else h.to(lower)
+        return h, h[:, -1]
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}"
+        return f"{self.input_size}, {self.hidden_size}, bptt={self.bptt!r}"
+
+
+def _fused_rnn(x: Tensor, h0: Tensor, U: Tensor, W: Tensor, b: Tensor) -> Tensor:
+    """Eqs. 10.8-10.9 by torch's ``torch.nn.RNN`` kernel (its second bias b_hh is zero here)."""
+    h, _ = torch._VF.rnn_tanh(x, h0.unsqueeze(0), (U, W, b, torch.zeros_like(b)), True, 1, 0.0,
+                              torch.is_grad_enabled(), False, True)
+    return h
 
 
 # --------------------------------------------------------------------- output layers
@@ -454,7 +498,7 @@ class LSTMCell(nn.Module):
 
     Initialization (sec. 8.4, Jozefowicz et al. 2015): the forget-gate bias ``b_f`` is
     ``forget_bias`` (default 1), so ``f ~ 0.73`` and the state is mostly kept at the
-    start of training; the other biases are 0 (SPEC I4). Weights are uniform in
+    start of training; the other biases are 0. Weights are uniform in
     ``(-1/sqrt(H), 1/sqrt(H))`` as in torch. ``torch.nn.LSTM`` initializes its biases
     uniformly too (no forget bias) and has two bias vectors whose sum is our ``b``;
     :meth:`from_torch` copies its weights.
@@ -531,62 +575,134 @@ def _torch_lstm_weights(module: nn.Module) -> tuple[Tensor, Tensor, Tensor]:
     return U.detach(), W.detach(), b.detach()
 
 
+def _tanh_(a: Tensor) -> Tensor:
+    """``tanh`` in place as ``2 sigmoid(2a) - 1``: on CPU torch's sigmoid is vectorized and
+    its tanh many times slower; on whole sequences the difference is most of the forward."""
+    return a.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
+
+
+def _qgfz(H: int, device) -> Tensor:
+    """Row order [q, g, f, z] of the four gate blocks stored [g, f, z, q] (torch's order)."""
+    return torch.cat([torch.arange(3 * H, 4 * H, device=device), torch.arange(0, 3 * H, device=device)])
+
+
+def _lstm_forward_stepwise(x, h0, s0, U, W, b):
+    """Eqs. of sec. 10.10 step by step in preallocated buffers; U, W, b rows in [q, g, f, z].
+
+    Returns ``(xh, acts, s, tanh_s)``: row t of ``xh`` is [x(t), h(t-1)] (time-major;
+    h(-1) = h0, and row T holds only h(T-1)), so that the backward gets dL/dU and dL/dW
+    together from one matrix product; ``acts`` the gates [q, g, f, z] of every step;
+    ``s`` the cell states s(0..tau); ``tanh_s`` = tanh(s(1..tau)).
+    """
+    N, T, F_ = x.shape
+    H = h0.shape[1]
+    kw = {"dtype": x.dtype, "device": x.device}
+    xh = torch.empty(T + 1, N, F_ + H, **kw)
+    xt, h = xh[:T, :, :F_], xh[:, :, F_:]
+    xt.copy_(x.transpose(0, 1))
+    h[0] = h0
+    acts = torch.empty(T, N, 4 * H, **kw)  # per step [q, g, f, z]: pre-activations, then gates
+    torch.addmm(b, xt.reshape(T * N, F_), U.t(), out=acts.view(T * N, 4 * H))  # b + U x(t), all t
+    s = torch.empty(T + 1, N, H, **kw)
+    tanh_s = torch.empty(T, N, H, **kw)
+    s[0] = s0
+    # Per-step views, made once: in the loop, indexing is a Python list lookup.
+    act_t, s_t, h_t, tanh_t = acts.unbind(0), s.unbind(0), h.unbind(0), tanh_s.unbind(0)
+    qgf_t = acts[:, :, : 3 * H].unbind(0)
+    q_t, g_t, f_t, z_t = (block.unbind(0) for block in acts.chunk(4, dim=2))
+    WT = W.t()
+    for t in range(T):
+        act_t[t].addmm_(h_t[t], WT)  # pre-activations of all four blocks, += W h(t-1)
+        qgf_t[t].sigmoid_()  # output, input and forget gates
+        z_t[t].tanh_()  # cell input
+        torch.mul(f_t[t], s_t[t], out=s_t[t + 1])
+        s_t[t + 1].addcmul_(g_t[t], z_t[t])  # s(t) = f s(t-1) + g z
+        torch.tanh(s_t[t + 1], out=tanh_t[t])
+        torch.mul(q_t[t], tanh_t[t], out=h_t[t + 1])  # h(t) = tanh(s(t)) q
+    return xh, acts, s, tanh_s
+
+
+def _lstm_forward_outputs_first(x, h0, s0, U, W, b, order):
+    """The same buffers as :func:`_lstm_forward_stepwise`, in three passes.
+
+    1. the outputs h(1..tau): torch's LSTM kernel (the forward of ``torch.nn.LSTM``
+       with these parameters in torch's row order, no autograd: one compiled loop);
+    2. every gate of every step at once: with all h(t-1) known, the pre-activations
+       ``b + U x(t) + W h(t-1)`` of all t are one matrix product (the steps decouple,
+       as under teacher forcing, sec. 10.2.1), then one sigmoid and one tanh;
+    3. the cell states, ``s(t) = f(t) s(t-1) + g(t) z(t)``: one fused operation per step.
+    """
+    N, T, F_ = x.shape
+    H = h0.shape[1]
+    kw = {"dtype": x.dtype, "device": x.device}
+    xh = torch.empty(T + 1, N, F_ + H, **kw)
+    xh[:T, :, :F_] = x.transpose(0, 1)
+    h = xh[:, :, F_:]
+    h[0] = h0
+    out, _, _ = torch._VF.lstm(x, (h0.unsqueeze(0), s0.unsqueeze(0)), (U, W, b, torch.zeros_like(b)),
+                               True, 1, 0.0, False, False, True)
+    h[1:] = out.transpose(0, 1)  # 1. h(1..tau)
+    UW = torch.cat([U, W], dim=1)[order]
+    acts = torch.addmm(b[order], xh[:T].reshape(T * N, F_ + H), UW.t()).view(T, N, 4 * H)
+    acts[:, :, : 3 * H].sigmoid_()  # 2. q, g, f
+    _tanh_(acts[:, :, 3 * H :])  # z
+    _, g, f, z = acts.chunk(4, dim=2)
+    s = torch.empty(T + 1, N, H, **kw)
+    s[0] = s0
+    gz = g * z
+    s_t, f_t, gz_t = s.unbind(0), f.unbind(0), gz.unbind(0)
+    for t in range(T):
+        torch.addcmul(gz_t[t], f_t[t], s_t[t], out=s_t[t + 1])  # 3. s(t) = f s(t-1) + g z
+    return xh, acts, s, _tanh_(s[1:].clone())
+
+
+# Below this many multiply-adds per step of W h(t-1) (N x 4H x H), the seven operations
+# a step of the stepwise forward dispatches cost about as much as its matrix product,
+# and the three-pass forward (one compiled loop, whole-sequence products) is faster.
+_STEPWISE_MIN_WORK = 2**20
+
+
 class _LSTMFunction(torch.autograd.Function):
-    """LSTM over a whole sequence; backward by the explicit recursion of ``bptt.lstm_backward``."""
+    """LSTM over a whole sequence; backward by the explicit recursion of ``bptt.lstm_backward``.
+
+    Forward: :func:`_lstm_forward_stepwise`, or for small steps (few units, small
+    batches, where per-operation overhead dominates) :func:`_lstm_forward_outputs_first`;
+    both give the gates, cell states and [x(t), h(t-1)] that the backward needs. Inside,
+    the gate blocks are kept in the order [q, g, f, z] (rows of U, W, b permuted once
+    per call), so that the three sigmoid gates, and in the backward the three blocks
+    scaled by dL/ds(t), are contiguous. The parameter gradients are permuted back.
+    """
 
     @staticmethod
     def forward(ctx, x: Tensor, h0: Tensor, s0: Tensor, U: Tensor, W: Tensor, b: Tensor):
-        N, T, F_ = x.shape
-        H = h0.shape[1]
-        # Preallocated buffers written in place: no copies after the loop, and far less
-        # memory traffic than fresh tensors per step stacked at the end (the difference
-        # dominates once N x 4H is in the tens of thousands). Row t of ``xh`` is
-        # [x(t), h(t-1)] (time-major; h(-1) = h0, and row T holds only h(T-1)), so that
-        # the backward gets dL/dU and dL/dW together from one matrix product.
-        kw = {"dtype": x.dtype, "device": x.device}
-        xh = torch.empty(T + 1, N, F_ + H, **kw)
-        xt, h = xh[:T, :, :F_], xh[:, :, F_:]
-        xt.copy_(x.transpose(0, 1))
-        h[0] = h0
-        acts = torch.empty(T, N, 4 * H, **kw)  # per step [g, f, z, q]: pre-activations, then gates
-        torch.addmm(b, xt.reshape(T * N, F_), U.t(), out=acts.view(T * N, 4 * H))  # b + U x(t), all t
-        s = torch.empty(T + 1, N, H, **kw)
-        tanh_s = torch.empty(T, N, H, **kw)
-        s[0] = s0
-        # Per-step views, made once: in the loop, indexing is a Python list lookup.
-        act_t, s_t, h_t, tanh_t = acts.unbind(0), s.unbind(0), h.unbind(0), tanh_s.unbind(0)
-        gf_t = acts[:, :, : 2 * H].unbind(0)
-        g_t, f_t, z_t, q_t = (block.unbind(0) for block in acts.chunk(4, dim=2))
-        WT = W.t()
-        for t in range(T):
-            act_t[t].addmm_(h_t[t], WT)  # pre-activations of all four blocks, += W h(t-1)
-            gf_t[t].sigmoid_()  # input and forget gates
-            z_t[t].tanh_()  # cell input
-            q_t[t].sigmoid_()  # output gate
-            torch.mul(f_t[t], s_t[t], out=s_t[t + 1])
-            s_t[t + 1].addcmul_(g_t[t], z_t[t])  # s(t) = f s(t-1) + g z
-            torch.tanh(s_t[t + 1], out=tanh_t[t])
-            torch.mul(q_t[t], tanh_t[t], out=h_t[t + 1])  # h(t) = tanh(s(t)) q
-        ctx.save_for_backward(xh, acts, s, tanh_s, U, W)
-        return h[1:], s[T].clone()
+        N, H = h0.shape
+        order = _qgfz(H, x.device)
+        if N * 4 * H * H >= _STEPWISE_MIN_WORK:
+            xh, acts, s, tanh_s = _lstm_forward_stepwise(x, h0, s0, U[order], W[order], b[order])
+        else:
+            xh, acts, s, tanh_s = _lstm_forward_outputs_first(x, h0, s0, U, W, b, order)
+        ctx.save_for_backward(xh, acts, s, tanh_s, U[order], W[order], order)
+        return xh[1:, :, U.shape[1]:], s[-1].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_h: Tensor | None, grad_sT: Tensor | None):
-        xh, acts, s, tanh_s, U, W = ctx.saved_tensors
+        xh, acts, s, tanh_s, U, W, order = ctx.saved_tensors
         T, N, H4 = acts.shape
         H = H4 // 4
         F_ = xh.shape[2] - H
         if grad_h is None:
             grad_h = torch.zeros(T, N, H, dtype=acts.dtype, device=acts.device)
         grad_pre, grad_h0, grad_s0 = lstm_backward(grad_h, acts, s, tanh_s, W, grad_sT=grad_sT)
-        flat = grad_pre.view(T * N, H4)
+        flat = grad_pre.reshape(T * N, H4)  # a view: rows of grad_pre are strided, not copied
         grad_x = None
         if ctx.needs_input_grad[0]:   # flat @ U, with U's columns contiguous (much faster for small F)
             grad_x = (flat @ U.t().contiguous().t()).view(T, N, F_).transpose(0, 1)
-        # dL/dU and dL/dW = sum_t dL/dpre(t) [x(t), h(t-1)]^T: one product.
-        grad_UW = flat.t() @ xh[:T].reshape(T * N, F_ + H)
-        grad_b = flat.sum(0)
+        # dL/dU and dL/dW = sum_t dL/dpre(t) [x(t), h(t-1)]^T: one product. Rows back to
+        # the parameters' order [g, f, z, q].
+        inverse = torch.argsort(order)
+        grad_UW = (flat.t() @ xh[:T].reshape(T * N, F_ + H))[inverse]
+        grad_b = flat.sum(0)[inverse]
         return grad_x, grad_h0, grad_s0, grad_UW[:, :F_], grad_UW[:, F_:], grad_b
 
 
@@ -598,20 +714,20 @@ class LSTM(nn.Module):
     ``torch.nn.LSTM(batch_first=True)`` without the leading layer dimension.
 
     The parameters live in ``self.cell`` (so ``LSTM`` and ``LSTMCell`` share one
-    definition). With ``explicit_bptt=True`` (default) the forward runs in place in
-    preallocated buffers and the backward is the explicit recursion of
-    ``descend.nn.bptt.lstm_backward``. ``explicit_bptt=False`` steps ``self.cell``
-    under autograd (slower, but twice differentiable).
+    definition). ``bptt`` picks how the sequence is run and differentiated:
 
-    Speed: a Python loop over the T time steps (eight tensor operations each forward,
-    five backward, in place on views made once), none over the batch; the input
-    projections of all steps are one matrix product, and so are the weight gradients.
-    ``torch.nn.LSTM`` on CPU runs the whole sequence, forward and backward, in one fused
-    oneDNN kernel; against it forward+backward measured 1.1-1.6x (N=128, T=28, H=128:
-    1.40-1.43; N=32, T=100, H=128: 1.47-1.60; N=64, T=50, H=256: 1.08-1.23) and 2.2-2.6x
-    for a long sequence of small steps (N=16, T=400, H=64), where each of the 13
-    operations per step costs ~1.5 us of dispatch, more than its arithmetic
-    (benchmarks/rnn.py, one thread, on a loaded 2-core machine).
+    * ``"fused"`` (default): torch's LSTM kernel (``torch._VF.lstm``, what
+      ``torch.nn.LSTM`` calls) with this layer's ``U``, ``W``, ``b``; the gate order
+      [g, f, z, q] is torch's [i, f, g, o], so the function is the same.
+    * ``"explicit"``: the backward is the explicit recursion of
+      ``descend.nn.bptt.lstm_backward`` (sec. 10.2.2 applied to the cell of sec.
+      10.10): per time step four tensor operations and one matrix product, into
+      preallocated buffers; the weight gradients are one product after the loop. The
+      forward steps through the equations in place (eight operations per step), or,
+      for small steps where per-operation overhead dominates, takes h(t) from torch's
+      kernel and then every gate of every step from one matrix product (see
+      ``_LSTMFunction``).
+    * ``"autograd"``: steps ``self.cell`` under autograd (slower, twice differentiable).
     """
 
     def __init__(
@@ -620,34 +736,50 @@ class LSTM(nn.Module):
         hidden_size: int,
         *,
         forget_bias: float = 1.0,
-        explicit_bptt: bool = True,
+        bptt: str = "fused",
         device=None,
         dtype=None,
     ) -> None:
         super().__init__()
         self.cell = LSTMCell(input_size, hidden_size, forget_bias=forget_bias, device=device, dtype=dtype)
         self.input_size, self.hidden_size = input_size, hidden_size
-        self.explicit_bptt = explicit_bptt
+        self.bptt = _check_bptt(bptt)
 
     def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None):
         check_sequence(x, self.input_size, self.cell.U.dtype)
         h0, s0 = _lstm_state(state, x, self.hidden_size)
-        if self.explicit_bptt:
-            h, sT = _LSTMFunction.apply(x, h0, s0, self.cell.U, self.cell.W, self.cell.b)
-            return h.transpose(0, 1), (h[-1], sT)
-        hs = []
-        h, s = h0, s0
-        for x_t in x.unbind(1):
-            h, s = self.cell(x_t, (h, s))
-            hs.append(h)
-        return torch.stack(hs, dim=1), (h, s)
+        if self.bptt == "autograd":  # plain ops: autocast picks each one's precision
+            hs = []
+            h, s = h0, s0
+            for x_t in x.unbind(1):
+                h, s = self.cell(x_t, (h, s))
+                hs.append(h)
+            return torch.stack(hs, dim=1), (h, s)
+        lower = lower_precision(x.device)
+        args = cast(lower or self.cell.U.dtype, x, h0, s0, self.cell.U, self.cell.W, self.cell.b)
+        with torch.autocast(x.device.type, enabled=False):
+            if self.bptt == "explicit":
+                h, sT = _LSTMFunction.apply(*args)
+                h = h.transpose(0, 1)
+            else:
+                h, sT = _fused_lstm(*args, self.training)
+        if lower is not None:
+            h, sT = h.to(lower), sT.to(lower)
+        return h, (h[:, -1], sT)
 
     @classmethod
-    def from_torch(cls, lstm: nn.LSTM, *, explicit_bptt: bool = True) -> "LSTM":
+    def from_torch(cls, lstm: nn.LSTM, *, bptt: str = "fused") -> "LSTM":
         """An LSTM computing the same function as a single-layer ``torch.nn.LSTM``."""
-        out = cls(lstm.input_size, lstm.hidden_size, explicit_bptt=explicit_bptt)
+        out = cls(lstm.input_size, lstm.hidden_size, bptt=bptt)
         out.cell = LSTMCell.from_torch(lstm)
         return out
 
     def extra_repr(self) -> str:
-        return f"explicit_bptt={self.explicit_bptt}"
+        return f"bptt={self.bptt!r}"
+
+
+def _fused_lstm(x: Tensor, h0: Tensor, s0: Tensor, U: Tensor, W: Tensor, b: Tensor, train: bool):
+    """The LSTM of sec. 10.10 by torch's kernel; torch's second bias b_hh is zero here."""
+    h, _, sT = torch._VF.lstm(x, (h0.unsqueeze(0), s0.unsqueeze(0)), (U, W, b, torch.zeros_like(b)), True, 1, 0.0,
+                              train, False, True)
+    return h, sT[0]

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from descend.errors import ConfigError, ShapeError
+from descend.nn.functional.autocast import lower_precision
 
 Padding = str | int | Sequence[int]
 
@@ -138,7 +139,9 @@ def check_conv_shapes(x: Tensor, kernel: Tensor, groups: int = 1) -> int:
         raise ShapeError(
             f"out_channels={kernel.shape[0]} is not divisible by groups={groups}"
         )
-    if not x.is_floating_point() or x.dtype != kernel.dtype:
+    # Under torch.autocast the convolution itself casts both to one dtype.
+    mixed = x.dtype != kernel.dtype and lower_precision(x.device) is None
+    if not x.is_floating_point() or not kernel.is_floating_point() or mixed:
         raise ShapeError(
             f"input and kernel must share one floating dtype, got {x.dtype} and {kernel.dtype}"
         )
@@ -313,5 +316,7 @@ def conv_transpose(
     out = full[(slice(None), slice(None), *index)]
     out = pad(out, grow)
     if bias is not None:
+        if lower_precision(out.device) is not None:
+            bias = bias.to(out.dtype)  # keep the autocast dtype of the correlation (a float32 bias would promote it)
         out = out + bias.reshape(1, -1, *([1] * dims))
     return out

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from descend.errors import ConfigError, ShapeError
+from descend.nn.functional.autocast import HALF, cast, lower_precision
 from descend.nn.functional.conv import (
     Padding,
     check_conv_shapes,
@@ -74,6 +75,19 @@ def fft_conv(
     out = output_size(tuple(x.shape[2:]), ksize, strides, padding)
     if flip:
         kernel = kernel.flip(tuple(range(2, kernel.dim())))
+    # torch.fft has no bfloat16 or float16 kernels on CPU (and float16 only for powers of
+    # two on CUDA, while fast_fft_size picks 2-3-5-7-smooth sizes): half-precision inputs,
+    # and every input under torch.autocast, are transformed in float32. The result comes
+    # back in the autocast dtype (where a convolution's output would be), else in the
+    # inputs' common dtype; autograd carries the gradients through both conversions.
+    lower = lower_precision(x.device)
+    out_dtype = lower or torch.promote_types(x.dtype, kernel.dtype)
+    compute = torch.float32 if out_dtype in HALF or lower is not None else out_dtype
+    if lower is not None or compute != x.dtype or compute != kernel.dtype:
+        x, kernel, bias = cast(compute, x, kernel, bias)
+        with torch.autocast(x.device.type, enabled=False):
+            y = fft_conv(x, kernel, bias, stride, padding)
+        return y.to(out_dtype)
     xp = pad(x, resolve_padding(padding, ksize))
     fft_size = tuple(fast_fft_size(n) for n in xp.shape[2:])
     axes = tuple(range(2, 2 + dims))
@@ -160,4 +174,8 @@ def separable_conv2d(
     w2 = row.permute(1, 0, 2, 3).reshape(n_in * n_out * rank, 1, 1, kw)
     t = F.conv2d(t, w2, None, (1, sw), 0, 1, n_in * n_out * rank)        # (N, C*O*r, OH, OW)
     z = t.reshape(n, n_in, n_out, rank, *t.shape[2:]).sum(dim=(1, 3))
-    return z if bias is None else z + bias.reshape(1, -1, 1, 1)
+    if bias is None:
+        return z
+    if lower_precision(z.device) is not None:
+        bias = bias.to(z.dtype)  # keep the autocast dtype of the convolutions (a float32 bias would promote it)
+    return z + bias.reshape(1, -1, 1, 1)

@@ -21,10 +21,8 @@ already in a layout BLAS takes without a copy (the module stores its weight
 position-major for this, ``descend.nn.local.position_major``). The input gradient adds
 the field gradients back with one in-place add per kernel offset (kh kw of them, not
 per position). The large transposes are plain 2-D ones, which torch's copy handles far
-faster than a many-axis permutation. Measured forward+backward (benchmarks/conv.py, one
-thread, against a shared Conv2d with the same FLOPs): the layer 0.7-2.8x, down from
-1.3-14.5x with unfold + autograd, the functional form on a contiguous weight ~20% more
-(one transposing copy of the weight gradient). The layer has OH*OW times more weights
+faster than a many-axis permutation (benchmarks/conv.py measures the layer against a
+shared Conv2d with the same FLOPs). The layer has OH*OW times more weights
 than the convolution, read twice and written once per step, and needs its receptive
 fields copied out and their gradients added back: memory traffic a convolution never has.
 
@@ -46,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from descend.errors import ShapeError
+from descend.nn.functional.autocast import cast, lower_precision
 from descend.nn.functional.conv import (
     Padding,
     as_tuple,
@@ -207,6 +206,25 @@ class _UnsharedConv(torch.autograd.Function):
         return grad_x, grad_w, None, None, None, None, None
 
 
+def _unshared(x: Tensor, weights: Tensor, *geometry) -> Tensor:
+    """``_UnsharedConv``, under ``torch.autocast`` in the autocast dtype.
+
+    The layer is a batch of matrix products, which autocast runs in the lower precision
+    (as it runs ``conv2d``); but inside a ``torch.autograd.Function`` it would cast only
+    the forward's ``bmm`` and leave the copies and the backward in float32. So both
+    operands are converted once at the boundary and the Function runs with autocast
+    off: forward and backward in one dtype, the output in the autocast dtype like a
+    convolution's, and gradients back in each parameter's own dtype (autograd records
+    the conversion). bfloat16 and float16 ``bmm`` both exist on CPU and CUDA.
+    """
+    lower = lower_precision(x.device)
+    if lower is None:
+        return _UnsharedConv.apply(x, weights, *geometry)
+    x, weights = cast(lower, x, weights)
+    with torch.autocast(x.device.type, enabled=False):
+        return _UnsharedConv.apply(x, weights, *geometry)
+
+
 def locally_connected2d(
     x: Tensor,
     weight: Tensor,
@@ -244,8 +262,7 @@ def locally_connected2d(
     channels_last = n_in > 1 and weight.stride(3) < weight.stride(5)
     per_position = weight.permute(0, 1, 2, 4, 5, 3) if channels_last else weight
     per_position = per_position.reshape(n_out, oh * ow, n_in * kh * kw).transpose(0, 1)
-    z = _UnsharedConv.apply(x, per_position, (kh, kw), strides, resolve_padding(padding, (kh, kw)),
-                            (oh, ow), channels_last)
+    z = _unshared(x, per_position, (kh, kw), strides, resolve_padding(padding, (kh, kw)), (oh, ow), channels_last)
     return _add_bias(z, bias, "locally_connected2d")
 
 
@@ -316,14 +333,15 @@ def tiled_conv2d(
         per_tile = weight.permute(4, 5, 2, 3, 1, 0).reshape(th * tw, kh * kw * n_in, n_out)
         tile = (torch.arange(oh, device=x.device) % th)[:, None] * tw + torch.arange(ow, device=x.device) % tw
         per_position = per_tile.index_select(0, tile.reshape(-1)).transpose(1, 2)
-        z = _UnsharedConv.apply(x, per_position, (kh, kw), (sh, sw), pads, (oh, ow), True)
+        z = _unshared(x, per_position, (kh, kw), (sh, sw), pads, (oh, ow), True)
     if bias is not None and bias.dim() == 3:
         if bias.shape != (n_out, th, tw):
             raise ShapeError(
                 f"tiled bias must have shape (out, t_h, t_w) = {(n_out, th, tw)}, got "
                 f"{tuple(bias.shape)}"
             )
-        return z + bias.repeat(1, ah, aw)[None, :, :oh, :ow]
+        per_tile_bias = bias.to(z.dtype) if lower_precision(z.device) is not None else bias
+        return z + per_tile_bias.repeat(1, ah, aw)[None, :, :oh, :ow]
     return _add_bias(z, bias, "tiled_conv2d")
 
 
@@ -378,6 +396,8 @@ def _tiled_grouped(xp: Tensor, weight: Tensor, stride, out, per_tile) -> Tensor:
 def _add_bias(z: Tensor, bias: Tensor | None, name: str) -> Tensor:
     if bias is None:
         return z
+    if lower_precision(z.device) is not None:
+        bias = bias.to(z.dtype)  # keep the autocast dtype of the product (a float32 bias would promote it)
     if bias.dim() == 1 and bias.shape[0] == z.shape[1]:
         return z + bias.reshape(1, -1, *([1] * (z.dim() - 2)))
     if tuple(bias.shape) == tuple(z.shape[1:]):

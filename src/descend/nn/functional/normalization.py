@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from descend.errors import ConfigError, ShapeError
+from descend.nn.functional.autocast import HALF
 
 
 def batch_norm(
@@ -54,6 +55,12 @@ def batch_norm(
                     ("running_var", running_var)):
         if t is not None and tuple(t.shape) != (channels,):
             raise ShapeError(f"{name} must have shape ({channels},), got {tuple(t.shape)}")
+    if x.dtype in HALF:
+        # The mean and variance of eq. 8.36 are sums over the whole minibatch; an 8- or
+        # 11-bit mantissa loses them (the reason autocast keeps reductions in float32).
+        # Normalize in float32 and return the input's dtype, as torch's batch norm does.
+        return batch_norm(x.float(), gamma, beta, running_mean, running_var, training, momentum,
+                          delta).to(x.dtype)
     axes = (0, *range(2, x.dim()))
     shape = (1, channels, *([1] * (x.dim() - 2)))
     if training:
