@@ -170,25 +170,14 @@ class Trainer:
             raise ConfigError("the training set is empty")
         self.device = torch.device(device)
         self.model = model.to(self.device)
-        self.optimizer = optimizer
-        self.data = data
-        self.loss_fn = loss
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.scheduler = scheduler
-        self.scheduler_interval = scheduler_interval
+        self.optimizer, self.data, self.loss_fn = optimizer, data, loss
+        self.epochs, self.batch_size, self.eval_batch_size = epochs, batch_size, eval_batch_size
+        self.scheduler, self.scheduler_interval = scheduler, scheduler_interval
         self.callbacks = list(callbacks)
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.seed = seed
-        self.augment = augment
-        self.sampler = sampler
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.batch_step = batch_step
-        self.quiet = quiet
-        self.evaluate_test = evaluate_test
-        self.checkpoint = checkpoint
+        self.seed, self.augment, self.sampler, self.shuffle, self.drop_last = seed, augment, sampler, shuffle, drop_last
+        self.batch_step, self.quiet = batch_step, quiet
+        self.evaluate_test, self.checkpoint = evaluate_test, checkpoint
         self.needs_closure = bool(getattr(optimizer, "needs_closure", False))
 
         # Devices and precision.
