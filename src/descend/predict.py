@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import glob
 import io
+import tokenize
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -64,8 +65,8 @@ def open_array(path: Path) -> np.ndarray:
         a = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
         raise DataNotFound(f"{path} does not exist") from None
-    except (OSError, ValueError, EOFError, OverflowError, SyntaxError, TypeError) as exc:
-        raise DataError(f"{path} is not a readable .npy array of numbers ({exc})") from None
+    except (OSError, ValueError, EOFError, OverflowError, SyntaxError, TypeError, tokenize.TokenError) as exc:
+        raise DataError(f"{path} is not a readable .npy array of numbers ({type(exc).__name__}: {exc})") from None
     if not isinstance(a, np.ndarray):  # an .npz archive
         a.close()
         raise DataError(f"{path} is an .npz archive; save one array with numpy.save")
@@ -94,9 +95,9 @@ def as_pictures(a: np.ndarray, path: Path, channels: int) -> tuple[np.ndarray, b
 def to_float(a: np.ndarray, where: str) -> torch.Tensor:
     """uint8/integer pixels 0-255, float pixels in [0, 1] or booleans as float32 in [0, 1]."""
     if a.dtype.kind == "b":
-        return torch.from_numpy(np.asarray(a, dtype=np.float32))
+        return torch.from_numpy(np.array(a, dtype=np.float32))
     if a.dtype.kind == "f":
-        x = torch.from_numpy(np.asarray(a, dtype=np.float32))
+        x = torch.from_numpy(np.array(a, dtype=np.float32))
         if x.numel() and not bool(torch.isfinite(x).all()):
             raise DataError(f"{where} holds NaN or infinite values")
         if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
@@ -152,6 +153,8 @@ def batches(files: list[Path], shape: tuple[int, ...], mode: str = "auto",
                 except DataError as exc:
                     raise DataError(f"{where}: {exc}") from None
             yield [f"{path}[{i}]" if many else str(path) for i in range(start, start + len(x))], model_input(x)
+    if pending:
+        yield names, model_input(torch.stack(pending))
 
 
 # --------------------------------------------------------------------------------- models

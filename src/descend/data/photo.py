@@ -249,8 +249,8 @@ def load_picture(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> torch
             with Image.open(path) as im:
                 cols, rows = im.size
                 if cols * rows > max_pixels:
-                    raise DataError(f"{path} is {cols}x{rows} = {cols * rows / 1e6:.0f} megapixels, over the "
-                                    f"limit of {max_pixels / 1e6:.0f}; scale it down (a digit needs far less)")
+                    raise DataError(f"{path} is {cols}x{rows} = {cols * rows / 1e6:.0f} megapixels, over the limit of "
+                                    f"{max_pixels / 1e6:.0f} megapixels; scale it down (a digit needs far less)")
                 if im.format == "JPEG":  # decode at a reduced scale straight from the DCT
                     im.draft("L" if im.mode in ("L", "RGB", "CMYK", "YCbCr") else None, (WORKING_SIZE, WORKING_SIZE))
                 im = ImageOps.exif_transpose(im)
@@ -261,8 +261,9 @@ def load_picture(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> torch
         raise DataNotFound(f"{path} does not exist") from None
     except IsADirectoryError:
         raise DataError(f"{path} is a folder, not a picture") from None
-    except Image.DecompressionBombError as exc:
-        raise DataError(f"{path} is too large to decode safely ({exc}); scale it down") from None
+    except Image.DecompressionBombError:  # Pillow's own limit, above ours
+        raise DataError(f"{path} is over the limit of {max_pixels / 1e6:.0f} megapixels; scale it down "
+                        "(a digit needs far less)") from None
     except Image.UnidentifiedImageError:
         raise DataError(f"{path} is not a picture Pillow can read; give a PNG/JPEG or an .npy array") from None
     except _PILLOW_ERRORS as exc:
