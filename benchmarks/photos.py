@@ -43,9 +43,9 @@ from descend.predict import predict_files
 
 def blur(page: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur of an (rows, cols, 3) page, edges replicated: two 1D convolutions."""
-    k = gaussian_kernel1d(sigma, dtype=torch.float64)
+    k = gaussian_kernel1d(sigma)
     r = (len(k) - 1) // 2
-    x = torch.from_numpy(page).permute(2, 0, 1)[:, None]  # (3, 1, rows, cols)
+    x = torch.from_numpy(page.astype(np.float32)).permute(2, 0, 1)[:, None]  # (3, 1, rows, cols)
     x = F.conv2d(F.pad(x, (r, r, r, r), mode="replicate"), k.view(1, 1, -1, 1))
     x = F.conv2d(x, k.view(1, 1, 1, -1))
     return x[:, 0].permute(1, 2, 0).numpy()

@@ -35,7 +35,7 @@ the box and the centre scale with it (box = 20/28 of the field).
 
 :func:`load_picture` reads a file: Pillow decodes it, EXIF orientation is applied, colour
 becomes luma (ITU-R 601-2, Pillow's "L"), transparency is flattened onto a background
-that contrasts with the drawing, and a large picture is reduced to at most 1024 pixels a
+that contrasts with the drawing, and a large picture is reduced to at most 512 pixels a
 side (a 20-pixel digit needs no more). Damaged files, and files over ``MAX_PIXELS`` pixels
 (checked from the header, before decoding), raise :class:`~descend.errors.DataError`.
 """
@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from descend.errors import DataError, DataNotFound, ShapeError
 
 MAX_PIXELS = 150_000_000  # pictures larger than this are refused before decoding
-WORKING_SIZE = 1024  # longer side of the picture the digit is found in
+WORKING_SIZE = 512  # longer side of the picture the digit is found in
 BOX, FIELD = 20, 28  # MNIST: the digit's box and the field it is centred in
 SPECK = 0.05  # components of the bilevel image smaller than this share of the largest are specks
 MODES = ("auto", "as-is", "preprocess")
