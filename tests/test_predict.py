@@ -152,6 +152,13 @@ def test_cli_csv_json_and_text(tmp_path, run, capsys):
     assert line.startswith(f"{tmp_path / 'd0.png'}: ") and line.count("%") == 3
     assert cli.main(["predict", str(run), str(tmp_path / "d0.png"), "--output", str(tmp_path / "p.txt")]) == 2
     assert "name a .csv or .json file" in capsys.readouterr().err
+    # --as-is takes the picture unchanged: a 100-pixel page is not a 28x28 MNIST digit
+    assert cli.main(["predict", str(run), str(tmp_path / "d0.png"), "--as-is"]) == 2
+    assert "drop --as-is" in capsys.readouterr().err
+    np.save(tmp_path / "m.npy", np.zeros((28, 28), np.uint8))  # MNIST format, but normalized on request:
+    assert cli.main(["predict", str(run), str(tmp_path / "m.npy"), "--preprocess"]) == 2  # a blank page has no digit
+    assert "no digit" in capsys.readouterr().err
+    assert cli.main(["predict", str(run), str(tmp_path / "m.npy")]) == 0
 
 
 def test_weights_best_or_last(tmp_path, run):

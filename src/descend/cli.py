@@ -3,7 +3,7 @@
     descend train [--config run.toml] [--set key=value ...] [--resume RUN_DIR] ...
     descend train --nproc N ...           (data-parallel on N processes, via torchrun)
     descend evaluate RUN_DIR
-    descend predict RUN_DIR IMAGE...
+    descend predict RUN_DIR INPUT... [--top-k K] [--output FILE.csv|.json] [--weights best|last]
     descend experiment NAME [options]     (descend experiment --list)
     descend bench                         Trainer overhead vs a hand-written loop
     descend --version
@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", choices=("last", "best"), default="last",
                    help="last: the final weights (model.safetensors); best: best.safetensors")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--as-is", dest="mode", action="store_const", const="as-is",
+    group.add_argument("--as-is", "--mnist-format", dest="mode", action="store_const", const="as-is",
                        help="take every input as an MNIST-format picture, unchanged")
     group.add_argument("--preprocess", dest="mode", action="store_const", const="preprocess",
                        help="normalize every input like MNIST, even ones that look MNIST-format already")
