@@ -139,6 +139,12 @@ def test_mnist_format_left_as_it_is_and_forceable(mnist_dir):
     for img in redone:
         com = ndimage.center_of_mass(img.numpy())
         assert abs(com[0] - 14) <= 0.5 and abs(com[1] - 14) <= 0.5
+    # a digit moved off-centre is not MNIST format: it is centred again
+    moved = torch.roll(x[:5], shifts=(3, -3), dims=(1, 2))
+    assert not bool(photo.is_mnist_format(moved).any())
+    for img in photo.prepare(moved):
+        com = ndimage.center_of_mass(img.numpy())
+        assert abs(com[0] - 14) <= 0.5 and abs(com[1] - 14) <= 0.5
     # a 28x28 picture of dark ink on light paper is not MNIST format: it is inverted and normalized
     light = 1 - x[:4]
     assert not bool(photo.is_mnist_format(light).any())
