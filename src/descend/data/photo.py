@@ -21,17 +21,17 @@ grey-level picture g with values in [0, 1]:
     d      <- g - b                                                    (uneven light removed)
     s      <- 1.4826 * median |d - median d| over the paper            (noise level, robust)
     k      <- 90th percentile of d over the ink {g > t}                (ink level)
-    v      <- clip((d - 3s) / (k - 3s), 0, 1)                          (paper 0, ink 1)
+    v      <- clip((d - 3s) / (k - 3s), 0, 1)     (paper 0, ink 1; 3s -> 0 when k < 6s)
     bilevel image {v > 1/2}; its 8-connected components under 5% of the largest are
     specks and are erased
     crop v to the bounding box of the bilevel image, resize it (anti-aliased) so that its
     longer side is 20 pixels, and paste it into a 28x28 field at the whole-pixel offset
     that puts its centre of mass nearest (14, 14)
 
-Centre of mass in (row, column) pixel indices, as MNIST's own digits: theirs all lie within
-half a pixel of (14, 14). A picture that already is an MNIST digit (the model's size, dark
-background) is left as it is (:func:`is_mnist_format`). For a model of another input size
-the box and the centre scale with it (box = 20/28 of the field).
+Centre of mass in (row, column) pixel indices, as MNIST's own digits: theirs all lie in
+[13.48, 14.5] on both axes. A picture that already is an MNIST digit (the model's size, dark
+background, centred) is left as it is (:func:`is_mnist_format`). For a model of another
+input size the box and the centre scale with it (box = 20/28 of the field).
 
 :func:`load_picture` reads a file: Pillow decodes it, EXIF orientation is applied, colour
 becomes luma (ITU-R 601-2, Pillow's "L"), transparency is flattened onto a background
@@ -67,7 +67,7 @@ def otsu_threshold(images: torch.Tensor, bins: int = 256) -> torch.Tensor:
 
     Otsu (1979), "A threshold selection method from gray-level histograms", eq. 18-19:
     over the histogram of ``bins`` equal bins spanning [min, max], choose the level k* that
-    maximizes the between-class variance
+    maximizes the between-class variance (eq. 18, written with both classes' means)
 
         sigma_B^2(k) = omega_0(k) omega_1(k) (mu_0(k) - mu_1(k))^2,
 
