@@ -12,7 +12,7 @@ pytest.importorskip("onnxscript")
 ort = pytest.importorskip("onnxruntime")
 
 from descend import config as cfg  # noqa: E402
-from descend import runs  # noqa: E402
+from descend import build, runs  # noqa: E402
 from descend.errors import CheckpointError  # noqa: E402
 from descend.export import ExportError, custom_functions, export_onnx, export_run  # noqa: E402
 from descend.io import atomic_write_json, atomic_write_text  # noqa: E402
@@ -71,10 +71,10 @@ def test_custom_functions_names_the_innermost_layer():
 
 def test_default_mnist_network_predicts_the_same_on_the_whole_test_set(tmp_path, mnist_dir):
     config = cfg.load(None, [f"data.data_dir={str(mnist_dir)!r}".replace("'", '"')])
-    test = runs.load_data(config).test
+    test = build.load_data(config).test
     assert len(test) == 10_000
     torch.manual_seed(0)
-    model = runs.build_model(config, (1, 28, 28), 10).eval()  # random initial weights
+    model = build.build_model(config, (1, 28, 28), 10).eval()  # random initial weights
     path = export_onnx(model, (1, 28, 28), tmp_path / "model.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for x in test.x.split(2000):
@@ -92,10 +92,10 @@ def make_run(run_dir):
     atomic_write_text(run_dir / runs.CONFIG, cfg.to_toml(config))
     atomic_write_json(run_dir / runs.META, {"input_shape": [1, 8, 8], "classes": list("0123456789"), "num_classes": 10})
     torch.manual_seed(1)
-    last = runs.build_model(config, (1, 8, 8), 10).eval()
+    last = build.build_model(config, (1, 8, 8), 10).eval()
     save_weights(run_dir / "model.safetensors", last)
     torch.manual_seed(2)
-    best = runs.build_model(config, (1, 8, 8), 10).eval()
+    best = build.build_model(config, (1, 8, 8), 10).eval()
     return last, best
 
 

@@ -2,8 +2,8 @@
 
     descend train [--config run.toml] [--set key=value ...] [--resume RUN_DIR] ...
     descend train --nproc N ...           (data-parallel on N processes, via torchrun)
-    descend evaluate RUN_DIR [--quiet]    (--quiet: only the final accuracies)
-    descend predict RUN_DIR IMAGE...
+    descend evaluate RUN_DIR [--quiet] [--weights best|last]
+    descend predict RUN_DIR INPUT... [--top-k K] [--output FILE.csv|.json] [--weights best|last]
     descend export RUN_DIR --format onnx [--output PATH] [--weights best|last]
     descend experiment NAME [options]     (descend experiment --list)
     descend bench                         Trainer overhead vs a hand-written loop
@@ -98,10 +98,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", choices=("last", "best"), default="last",
                    help="last: the final weights (default); best: the best validation epoch's (best.safetensors)")
 
-    p = sub.add_parser("predict", help="classify images (PNG/JPEG of a digit, or .npy arrays) with a trained run")
+    p = sub.add_parser("predict", help="classify pictures of digits (PNG/JPEG, .npy arrays) with a trained run",
+                       description="Classify pictures with a trained run. Photos of digits are made into MNIST "
+                       "digits first (inverted if dark on light, cropped to the ink, box normalized to 20x20, "
+                       "centred by centre of mass in 28x28); pictures already in MNIST format are used as they are.")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    p.add_argument("images", nargs="+", metavar="INPUT", help="picture or .npy files, folders, or glob patterns")
+    p.add_argument("--top-k", type=int, default=1, metavar="K", help="print the K most probable classes (default 1)")
+    p.add_argument("--format", choices=("text", "csv", "json"),
+                   help="output format (default: text, or from the --output file's suffix)")
+    p.add_argument("--json", action="store_true", help="shortcut for --format json")
+    p.add_argument("--output", "-o", metavar="FILE", help="write the predictions to FILE (.csv or .json) instead")
+    p.add_argument("--weights", choices=("last", "best"), default="last",
+                   help="last: the final weights (model.safetensors); best: best.safetensors")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--as-is", "--mnist-format", dest="mode", action="store_const", const="as-is",
+                       help="take every input as an MNIST-format picture, unchanged")
+    group.add_argument("--preprocess", dest="mode", action="store_const", const="preprocess",
+                       help="normalize every input like MNIST, even ones that look MNIST-format already")
+    p.add_argument("--batch-size", type=int, default=1000, metavar="N", help="pictures per forward pass (default 1000)")
 
     p = sub.add_parser("export", help="write a trained network as an ONNX file (runs in onnxruntime)",
                        description="Export the network of a finished run for inference without descend: "
@@ -315,14 +330,22 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from descend.predict import predict_files
+    from descend.io import atomic_write_text
+    from descend.predict import expand_inputs, format_rows, predict_files
 
-    rows = predict_files(Path(args.run_dir), [Path(p) for p in args.images])
-    if args.json:
-        print(json.dumps(rows, indent=2))
+    fmt = args.format or ("json" if args.json else None)
+    if fmt is None and args.output:
+        fmt = {".csv": "csv", ".json": "json"}.get(Path(args.output).suffix.lower())
+        if fmt is None:
+            raise ConfigError(f"--output {args.output}: name a .csv or .json file, or give --format")
+    rows = predict_files(Path(args.run_dir), expand_inputs(args.images), top_k=args.top_k, weights=args.weights,
+                         mode=args.mode or "auto", batch_size=args.batch_size)
+    text = format_rows(rows, fmt or "text")
+    if args.output:
+        atomic_write_text(args.output, text)
+        print(f"{len(rows)} predictions written to {args.output}")
     else:
-        for row in rows:
-            print(f"{row['file']}: {row['label']} ({100 * row['probability']:.1f}%)")
+        sys.stdout.write(text)
     return 0
 
 

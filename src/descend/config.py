@@ -244,7 +244,7 @@ def _fill_dataclass(cls: type, values: dict[str, Any], prefix: str) -> Any:
         kwargs[key] = check_value(full, value, hints[key])
         for item in value if isinstance(value, list) else [value]:
             if full in CHOICES and item not in CHOICES[full]:
-                raise ConfigError(f"{full} = {value!r} is not allowed; choose among {', '.join(CHOICES[full])}")
+                raise ConfigError(f"{full} = {value!r} is not allowed; choose one of {', '.join(CHOICES[full])}")
         _check_range(full, kwargs[key])
     return cls(**kwargs)
 

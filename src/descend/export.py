@@ -32,11 +32,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from descend.errors import CheckpointError, ConfigError, DescendError
+from descend.errors import ConfigError, DescendError
 from descend.io import atomic_path
 
 FORMATS = ("onnx",)
-WEIGHTS = {"last": "model.safetensors", "best": "best.safetensors"}
 
 
 class ExportError(DescendError):
@@ -163,21 +162,14 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", output: str | Path | None
     ``RUN_DIR/model.onnx`` (``best.onnx`` for the best weights).
     """
     from descend import runs
-    from descend.train.checkpoint import load_weights
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if weights not in WEIGHTS:
-        raise ConfigError(f"--weights {weights!r}: choose one of {', '.join(WEIGHTS)}")
     run_dir = Path(run_dir)
     if runs.member_dirs(run_dir):
         raise ExportError(f"{run_dir} is an ensemble; export one member, e.g. descend export {run_dir / 'member-1'}")
-    _require_onnx()  # before the slow part
-    model, meta = runs.load_model(run_dir)
-    if weights != "last":
-        if not (run_dir / WEIGHTS[weights]).is_file():
-            raise CheckpointError(f"{run_dir} has no {WEIGHTS[weights]}; it is written when a run keeps its best "
-                                  "epoch's weights; use --weights last")
-        load_weights(run_dir / WEIGHTS[weights], model)
+    runs.weights_file(run_dir, weights)  # a bad or missing choice fails before the slow part
+    _require_onnx()
+    model, meta = runs.load_model(run_dir, weights)
     output = Path(output) if output is not None else run_dir / f"{'model' if weights == 'last' else weights}.{fmt}"
     return export_onnx(model, tuple(meta["input_shape"]), output)

@@ -352,7 +352,7 @@ def weights_file(run_dir: Path, weights: str = "last") -> Path:
     path = Path(run_dir) / WEIGHT_FILES[weights]
     if weights == "best" and not path.is_file() and (Path(run_dir) / WEIGHTS).is_file():
         raise CheckpointError(f"{run_dir} has no {path.name}: it is written by runs with a validation set "
-                              "(data.split = \"nndl\") and a val_* monitor; use the last weights instead")
+                              "(data.split = \"nndl\") and a val_* monitor; use --weights last")
     return path
 
 
