@@ -1,4 +1,4 @@
-"""Explicit back-propagation through time, Deep Learning sec. 10.2.2, eqs. 10.17-10.21 (SPEC R3).
+"""Explicit back-propagation through time, Deep Learning sec. 10.2.2, eqs. 10.17-10.21.
 
 Oracles: autograd on an independently written unrolled graph (float64), and the literal
 NumPy transcription with diag() Jacobians in tests/reference/rnn.py.

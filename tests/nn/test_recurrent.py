@@ -1,4 +1,4 @@
-"""Recurrent networks of Deep Learning sec. 10.1-10.2 and the LSTM of sec. 10.10 (SPEC R1, R2, R4).
+"""Recurrent networks of Deep Learning sec. 10.1-10.2 and the LSTM of sec. 10.10.
 
 Oracles: the NumPy transcriptions in tests/reference/rnn.py (eqs. 10.8-10.14, fig. 10.4
 with teacher forcing, the LSTM equations), torch.nn.LSTM / LSTMCell with copied

@@ -1,4 +1,4 @@
-"""Shared pieces of the initialization / strategy / heuristics experiments (issue 8):
+"""Shared pieces of the initialization / strategy / heuristics experiments:
 data at a budget, plain MLPs, one training run through the Trainer, and the report
 (a table printed and written as JSON + Markdown into the run directory).
 
