@@ -1,4 +1,4 @@
-"""Speed of descend's batched augmentations (SPEC H5): cost per training batch, one run.
+"""Speed of descend's batched augmentations (CS189; Deep Learning sec. 7.4): cost per training batch, one run.
 
 For each augmentation of ``descend.data.augment`` / ``descend.data.transforms`` on a
 training batch (128 MNIST images 1x28x28, or 128 CIFAR-size images 3x32x32):

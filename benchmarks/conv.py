@@ -1,6 +1,6 @@
 """Speed of the chapter-9 toolkit (descend.nn) against plain PyTorch, in one run.
 
-Sections (issue 7):
+Sections:
 
   unshared   LocallyConnected2d and TiledConv2d forward+backward against (a) a
              per-position Python loop reference (one small matmul per output position,

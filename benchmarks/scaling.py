@@ -1,4 +1,4 @@
-"""Data-parallel scaling of the Trainer (SPEC S6, S7): images/s of Nielsen's final network.
+"""Data-parallel scaling of the Trainer: images/s of Nielsen's final network.
 
 The network is ``NielsenNet()`` as ``descend train --config nielsen`` builds it (conv-pool 20 and 40 maps,
 two fully connected layers of 1000 ReLU units with dropout 0.5, batch norm; 1.67M

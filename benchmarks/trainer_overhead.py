@@ -1,4 +1,4 @@
-"""Trainer overhead: descend's training loop vs a hand-written PyTorch loop (issue 4).
+"""Trainer overhead: descend's training loop vs a hand-written PyTorch loop.
 
 Same model (Nielsen's final network with batch norm), same data, same optimizer;
 one epoch each, in pairs that alternate which goes first; the ratio is the median of

@@ -3,8 +3,8 @@
 * ``tests/`` is put on ``sys.path`` so the NumPy oracles import as ``reference.<topic>``.
 * Tests never touch the network: DESCEND_OFFLINE=1, and the user cache points into a
   temporary folder, so nothing a developer has cached changes a result.
-* ``mnist_dir``: the folder holding ``mnist/`` (from $DESCEND_DATA or ../shared/data
-  next to the repository); tests that need MNIST skip with the reason when it is absent.
+* ``mnist_dir``: the folder holding ``mnist/`` (from $DESCEND_DATA, else a data folder
+  ``shared/data`` beside the checkout); tests that need MNIST skip with the reason when it is absent.
 """
 
 from __future__ import annotations
@@ -50,5 +50,5 @@ def _offline_and_isolated_cache(tmp_path_factory, monkeypatch):
 def mnist_dir() -> Path:
     """The folder holding mnist/; skips the test when MNIST is not available."""
     if MNIST_ROOT is None:
-        pytest.skip("MNIST not found: set DESCEND_DATA to the folder holding mnist/ (e.g. ../shared/data)")
+        pytest.skip("MNIST not found: set DESCEND_DATA to the folder holding mnist/")
     return MNIST_ROOT

@@ -1,4 +1,4 @@
-"""Config keys of issue 8 (init, preprocessing, augmentation, samplers, loss, TTA) and their wiring."""
+"""Config keys of the heuristics (init, preprocessing, augmentation, samplers, loss, TTA) and their wiring."""
 
 from __future__ import annotations
 

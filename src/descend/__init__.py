@@ -1,6 +1,6 @@
 """descend: every method of the deep-learning reference texts as PyTorch code.
 
-The package layout mirrors the texts (see DESIGN.md):
+The package layout mirrors the texts:
 
     descend.data         data sets (MNIST family, bundled digits, .npz) and transforms
     descend.nn           layers: convolution variants, pooling, normalization, recurrent

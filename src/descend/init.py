@@ -1,4 +1,4 @@
-"""Parameter initialization strategies, Deep Learning sec. 8.4 (SPEC I1-I4).
+"""Parameter initialization strategies, Deep Learning sec. 8.4.
 
 Weights (each function fills a tensor in place and returns it; ``m`` is the fan-in,
 ``n`` the fan-out; for a convolution kernel (O, C, k1, k2) they are C k1 k2 and O k1 k2):

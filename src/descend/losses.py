@@ -1,4 +1,4 @@
-"""Output units and their costs (SPEC H6): which loss to put on a classifier's outputs.
+"""Output units and their costs (Deep Learning sec. 6.2.2; NNDL ch. 3): which loss to put on a classifier's outputs.
 
 Every loss here takes the network's pre-activations z (logits, shape (n, classes)) and
 integer class labels y, and averages over the batch, so any of them is a drop-in

@@ -1,4 +1,4 @@
-"""Arguments for running an experiment of issue 8 at a tiny size on the bundled digits (no MNIST needed)."""
+"""Arguments for running an initialization / strategy / heuristics experiment at a tiny size on the bundled digits (no MNIST needed)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The "rnn" and "lstm" image classifiers of ``descend train`` (row-sequential MNIST, SPEC R4)."""
+"""The "rnn" and "lstm" image classifiers of ``descend train`` (row-sequential MNIST; Deep Learning sec. 10.2)."""
 
 from __future__ import annotations
 

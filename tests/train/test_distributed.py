@@ -1,4 +1,4 @@
-"""Data parallelism (SPEC S6) on 2 gloo processes over the loopback interface.
+"""Data parallelism on 2 gloo processes over the loopback interface.
 
 The test starts two ``distributed_worker.py`` processes with the environment torchrun
 sets and checks what they wrote against single-process oracles: a hand-written PyTorch

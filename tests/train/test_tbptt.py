@@ -1,4 +1,4 @@
-"""Truncated BPTT as the Trainer's batch_step (Deep Learning sec. 10.2.2, SPEC R3).
+"""Truncated BPTT as the Trainer's batch_step (Deep Learning sec. 10.2.2).
 
 Oracles: the Trainer's own full-BPTT step (chunk length = sequence length), and updates
 computed by hand with torch.autograd.grad on chunks whose incoming state is detached.

@@ -1,4 +1,4 @@
-"""Devices and precision of the Trainer (SPEC S7): autocast, gradient scaling, channels-last,
+"""Devices and precision of the Trainer: autocast, gradient scaling, channels-last,
 CUDA with pinned-memory transfers.
 
 Mixed precision is exercised on the CPU (torch's CPU autocast runs the same code path:

@@ -1,4 +1,4 @@
-"""Shared pieces of the initialization / strategy / heuristics experiments (issue 8):
+"""Shared pieces of the initialization / strategy / heuristics experiments:
 data at a budget, plain MLPs, one training run through the Trainer, and the report
 (a table printed and written as JSON + Markdown into the run directory).
 
@@ -29,12 +29,14 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_train: int | Non
     parser.add_argument("--epochs", type=int, help="epochs per run (default: set by --budget)")
 
 
-def settings(args: argparse.Namespace, budgets: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The budget's settings, overridden by ``--train-limit`` / ``--epochs`` when given."""
+def settings(args: argparse.Namespace, budgets: dict[str, dict[str, Any]],
+             keys: Sequence[str] = ("train_limit", "epochs")) -> dict[str, Any]:
+    """The budget's settings, overridden by the whole-number options ``keys`` (by default
+    ``--train-limit`` / ``--epochs``) when given."""
     if args.budget not in budgets:
         raise ConfigError(f"unknown budget {args.budget!r}; use one of {', '.join(budgets)}")
     s = dict(budgets[args.budget])
-    for key in ("train_limit", "epochs"):
+    for key in keys:
         value = getattr(args, key, None)
         if value is not None:
             if value < 1:
@@ -65,18 +67,8 @@ def mlp(sizes: Sequence[int], activation: str = "relu", dropout: float = 0.0, in
     return nn.Sequential(*layers)
 
 
-def fit(
-    model: nn.Module,
-    splits: Splits,
-    *,
-    epochs: int,
-    lr: float,
-    momentum: float = 0.9,
-    batch_size: int = 64,
-    seed: int = 0,
-    optimizer: torch.optim.Optimizer | None = None,
-    **trainer_options: Any,
-) -> tuple[list[dict], float]:
+def fit(model: nn.Module, splits: Splits, *, epochs: int, lr: float, momentum: float = 0.9, batch_size: int = 64,
+        seed: int = 0, optimizer: torch.optim.Optimizer | None = None, **trainer_options: Any) -> tuple[list[dict], float]:
     """Train with SGD + momentum (or ``optimizer``) through the Trainer; (history, seconds)."""
     from descend.train import Trainer
 
@@ -91,7 +83,9 @@ def fit(
 
 @contextlib.contextmanager
 def single_thread():
-    """Small networks on a shared 2-core CPU: intra-op threads only add synchronization."""
+    """Small networks on a shared 2-core CPU: intra-op threads only add synchronization.
+
+    A context manager, or a decorator (``@single_thread()``) for an experiment's ``run``."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -1,4 +1,4 @@
-"""Choosing the learning rate by a short validation sweep (Deep Learning sec. 8.3.1, 8.5.4; SPEC O15).
+"""Choosing the learning rate by a short validation sweep (Deep Learning sec. 8.3.1, 8.5.4).
 
 "The learning rate may be chosen by trial and error, but it is usually best to choose it
 by monitoring learning curves that plot the objective function as a function of time"
@@ -27,7 +27,7 @@ from descend.data import Splits
 from descend.errors import ConfigError, Diverged
 from descend.experiments._heuristics import add_data_arguments, fit, load, mlp, pct, report, settings, single_thread
 
-DESCRIPTION = "sec. 8.3.1/O15: choose the learning rate by a short validation sweep, then check the choice"
+DESCRIPTION = "sec. 8.3.1: choose the learning rate by a short validation sweep, then check the choice"
 
 BUDGETS = {
     "cpu": {"train_limit": 5_000, "eval_limit": 2_000, "sweep_epochs": 1, "epochs": 4, "points": 9},

@@ -1,4 +1,4 @@
-"""The quadratic cost's learning slowdown on saturated sigmoid units (SPEC H6; NNDL ch. 3).
+"""The quadratic cost's learning slowdown on saturated sigmoid units (NNDL ch. 3).
 
 With a sigmoid output a = sigma(z) and target t, the quadratic cost C = (a - t)^2 / 2 has
 dC/dz = (a - t) sigma'(z): when the unit saturates (a near 0 or 1) sigma'(z) ~ 0 and it
@@ -29,7 +29,7 @@ from torch import nn
 from descend.experiments._heuristics import add_data_arguments, fit, load, mlp, pct, report, settings, single_thread
 from descend.losses import quadratic, sigmoid_cross_entropy, softmax_log_likelihood
 
-DESCRIPTION = "NNDL ch. 3 / H6: quadratic cost learns slowly on saturated sigmoid units; cross-entropy does not"
+DESCRIPTION = "NNDL ch. 3: quadratic cost learns slowly on saturated sigmoid units; cross-entropy does not"
 
 BUDGETS = {
     "cpu": {"train_limit": 10_000, "eval_limit": 2_000, "epochs": 3, "neuron_epochs": 300},

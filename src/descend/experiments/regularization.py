@@ -1,4 +1,4 @@
-"""Heuristics to avoid overfitting, on the same budget (CS189; SPEC H3).
+"""Heuristics to avoid overfitting, on the same budget (CS189).
 
 CS189: "l2 regularization, aka weight decay ... it's not clear whether penalizing the bias
 terms is bad or good ... try both ways and use validation"; "Dropout emulates an ensemble

@@ -306,13 +306,9 @@ def _settings(args) -> dict[str, Any]:
     return cfg
 
 
+@single_thread()  # tiny networks: intra-op threads only add synchronization
 def run(args) -> int:
     cfg = _settings(args)
-    with single_thread():  # tiny networks: intra-op threads only add synchronization
-        return _run(args, cfg)
-
-
-def _run(args, cfg: dict) -> int:
     say = (lambda *a: None) if args.quiet else print
     results: dict[str, Any] = {"settings": cfg, "seed": args.seed, "budget": args.budget}
     markdown = [f"# rnn-long-term ({args.budget} budget, seed {args.seed})", ""]

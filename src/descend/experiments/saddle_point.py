@@ -31,7 +31,7 @@ from typing import Any, Callable
 import torch
 
 from descend.errors import ConfigError
-from descend.experiments._heuristics import single_thread, table
+from descend.experiments._heuristics import settings, single_thread, table
 from descend.io import atomic_write_json, atomic_write_text
 from descend.optim import Newton, SaddleFreeNewton
 from descend.optim.curvature import hessian_eigenspectrum
@@ -141,26 +141,12 @@ def classify(params: list[torch.Tensor], loss: Callable[[], torch.Tensor]) -> di
 # --------------------------------------------------------------------------- run
 
 
-def _settings(args) -> dict:
-    if args.budget not in BUDGETS:
-        raise ConfigError(f"unknown budget {args.budget!r}; use one of {', '.join(BUDGETS)}")
-    cfg = dict(BUDGETS[args.budget])
-    if getattr(args, "seeds", None) is not None:
-        cfg["seeds"] = args.seeds
-    cfg["lr"] = getattr(args, "lr", 0.1)
-    cfg["init_scale"] = getattr(args, "init_scale", 0.01)
-    if cfg["seeds"] < 1 or cfg["lr"] <= 0 or cfg["init_scale"] <= 0:
-        raise ConfigError("--seeds must be >= 1 and --lr, --init-scale > 0")
-    return cfg
-
-
+@single_thread()  # tiny networks: intra-op threads only add synchronization
 def run(args) -> int:
-    cfg = _settings(args)
-    with single_thread():  # tiny networks: intra-op threads only add synchronization
-        return _run(args, cfg)
-
-
-def _run(args, cfg: dict) -> int:
+    cfg = settings(args, BUDGETS, keys=("seeds",))
+    cfg.update(lr=getattr(args, "lr", 0.1), init_scale=getattr(args, "init_scale", 0.01))
+    if cfg["lr"] <= 0 or cfg["init_scale"] <= 0:
+        raise ConfigError("--lr and --init-scale must be > 0")
     say = (lambda *a: None) if args.quiet else print
     results: dict[str, Any] = {"settings": cfg, "seed": args.seed, "budget": args.budget}
 

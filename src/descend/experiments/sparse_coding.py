@@ -96,6 +96,7 @@ def coupled_sweeps(alpha: float, target: float = 1e-8, max_sweeps: int = 100_000
     return {"alpha": alpha, "cd_sweeps": sweeps, "newton_steps": steps}
 
 
+@single_thread()  # tiny networks: intra-op threads only add synchronization
 def run(args) -> int:
     if args.budget not in BUDGETS:
         raise ConfigError(f"unknown budget {args.budget!r}; use one of {', '.join(BUDGETS)}")
@@ -107,11 +108,6 @@ def run(args) -> int:
                weight_decay=getattr(args, "weight_decay", 0.0))
     if cfg["atoms"] < 1 or cfg["iterations"] < 1 or cfg["sparsity"] <= 0 or cfg["weight_decay"] < 0:
         raise ConfigError("--atoms and --iterations must be >= 1, --sparsity > 0, --weight-decay >= 0")
-    with single_thread():  # tiny networks: intra-op threads only add synchronization
-        return _run(args, cfg)
-
-
-def _run(args, cfg: dict) -> int:
     say = (lambda *a: None) if args.quiet else print
     X = _data(cfg["data"], cfg["examples"], args.seed)
     result = sparse_coding(X, cfg["atoms"], cfg["iterations"], sparsity=cfg["sparsity"],

@@ -1,5 +1,5 @@
 """Bagging (bootstrap aggregating) for ensembles of networks (CS189: "Ensemble of neural
-nets. Random initial weights + bagging"; SPEC H4).
+nets. Random initial weights + bagging"; Deep Learning sec. 7.11).
 
 Each member of a bagged ensemble trains on its own bootstrap resample of the training
 set: n examples drawn uniformly *with replacement* from the n training examples (about

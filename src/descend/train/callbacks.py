@@ -35,6 +35,16 @@ from descend.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+def _monitored(callback: str, monitor: str, metrics: dict) -> float:
+    """The epoch's value of ``monitor``; a ConfigError naming the metrics there are if the run lacks it."""
+    if monitor not in metrics:
+        raise ConfigError(
+            f"{callback} monitors {monitor!r}, which this run does not compute; "
+            f"available: {', '.join(sorted(metrics))}"
+        )
+    return float(metrics[monitor])
+
+
 class Callback:
     """Base class: every hook is a no-op."""
 
@@ -93,12 +103,7 @@ class EarlyStopping(Callback):
         return value < self.best - self.min_delta
 
     def on_epoch_end(self, trainer, epoch: int, metrics: dict) -> None:
-        if self.monitor not in metrics:
-            raise ConfigError(
-                f"EarlyStopping monitors {self.monitor!r}, which this run does not compute; "
-                f"available: {', '.join(sorted(metrics))}"
-            )
-        value = float(metrics[self.monitor])
+        value = _monitored("EarlyStopping", self.monitor, metrics)
         if self._improved(value):
             self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
             if self.restore_best:
@@ -158,12 +163,7 @@ class BestWeights(Callback):
         self.best_epoch = 0
 
     def on_epoch_end(self, trainer, epoch: int, metrics: dict) -> None:
-        if self.monitor not in metrics:
-            raise ConfigError(
-                f"BestWeights monitors {self.monitor!r}, which this run does not compute; "
-                f"available: {', '.join(sorted(metrics))}"
-            )
-        value = float(metrics[self.monitor])
+        value = _monitored("BestWeights", self.monitor, metrics)
         if value > self.best if self.mode == "max" else value < self.best:
             self.best, self.best_epoch = value, epoch
             if trainer.rank == 0:

@@ -1,4 +1,4 @@
-"""Data-parallel training on ``torch.distributed`` (SPEC S6): the pieces the Trainer calls.
+"""Data-parallel training on ``torch.distributed``: the pieces the Trainer calls.
 
 One training loop serves one process and many. Launched by ``torchrun`` (or
 ``descend train --nproc N``), every process runs the same program; the Trainer finds
