@@ -19,6 +19,7 @@ its accuracies are then lower than the book's because the networks are undertrai
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -94,6 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", default="1-8", help="which steps to run, e.g. 1-4 or 7,8 (8 = the ensemble; it needs 7)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N training images (quick checks)")
     parser.add_argument("--eval-limit", type=int, default=0, help="use only the first N validation and test images")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="networks trained at a time, one thread each (default 2: one per core)")
 
 
 def _parse_steps(text: str) -> list[int]:
@@ -123,6 +126,37 @@ def _train(step: Step, data: dict, epochs: int, seed: int, quiet: bool) -> tuple
     return net, result, time.perf_counter() - start
 
 
+_DATA: dict = {}  # the data of a run, inherited by forked worker processes (not pickled to them)
+
+
+def _job(job: tuple[int, int, int, int, bool]) -> tuple[int, int, dict, dict, float]:
+    """Train one network of the ladder (step ``number``, ensemble member ``member``) in a worker."""
+    number, member, epochs, seed, quiet = job
+    torch.set_num_threads(1)  # one core per network: at mini-batch 10 a second thread buys little
+    net, result, seconds = _train(STEPS[number - 1], _DATA, epochs, seed, quiet)
+    return number, member, net.state_dict(), result, seconds
+
+
+def _run_jobs(jobs: list, processes: int) -> dict:
+    """``{(number, member): (state_dict, result, seconds)}``, ``processes`` networks at a time."""
+    if processes <= 1:
+        return {(j[0], j[1]): _job_here(j) for j in jobs}
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        return {(n, m): (state, result, seconds) for n, m, state, result, seconds in pool.imap(_job, jobs)}
+
+
+def _job_here(job: tuple[int, int, int, int, bool]) -> tuple[dict, dict, float]:
+    number, member, epochs, seed, quiet = job
+    net, result, seconds = _train(STEPS[number - 1], _DATA, epochs, seed, quiet)
+    return net.state_dict(), result, seconds
+
+
+def _network(number: int, state: dict) -> Network:
+    net = Network(STEPS[number - 1].layers(), MBS)
+    net.load_state_dict(state)
+    return net
+
+
 def run(args: argparse.Namespace) -> int:
     steps = _parse_steps(args.steps)
     splits = load_dataset("mnist", split="nndl", data_dir=args.data_dir, limit=args.limit or None,
@@ -130,47 +164,56 @@ def run(args: argparse.Namespace) -> int:
     data = {"train": _flat(splits.train), "val": _flat(splits.val), "test": _flat(splits.test)}
     if any(STEPS[i - 1].expanded for i in steps if i <= len(STEPS)):
         data["expanded"] = expand_mnist(data["train"], seed=args.seed)
+    _DATA.clear()
+    _DATA.update(data)
+
+    def epochs_of(step: Step) -> int:
+        return step.epochs_full if args.budget == "full" else step.epochs_cpu
+
+    # Every network of the ladder is independent of the others: with --jobs 2 two of them
+    # train at a time, one per core (the ensemble's members too).
+    jobs = [(n, 0, epochs_of(STEPS[n - 1]), args.seed, args.quiet) for n in steps if n <= len(STEPS)]
+    if len(STEPS) + 1 in steps:
+        jobs += [(len(STEPS), m, epochs_of(STEPS[-1]), args.seed + m, args.quiet) for m in range(1, ENSEMBLE_SIZE)]
+    processes = getattr(args, "jobs", 1)
+    if processes < 1:
+        from descend.errors import ConfigError
+
+        raise ConfigError(f"--jobs {processes}: train at least one network at a time (1, or 2 for two cores)")
+    if not args.quiet:
+        print(f"training {len(jobs)} networks of steps {args.steps}, {processes} at a time", flush=True)
+    trained = _run_jobs(jobs, processes)
 
     rows = []
-    last_net = None
     for number in steps:
         if number <= len(STEPS):
             step = STEPS[number - 1]
-            epochs = step.epochs_full if args.budget == "full" else step.epochs_cpu
-            if not args.quiet:
-                print(f"\n== step {number}: {step.title}: {step.architecture}, eta={step.eta}, "
-                      f"lambda={step.lmbda}, mini-batch {MBS}, {epochs} epochs", flush=True)
-            net, result, seconds = _train(step, data, epochs, args.seed, args.quiet)
-            plots.learning_curves(net.history, args.run_dir / f"step{number}_learning_curves.png",
+            _, result, seconds = trained[(number, 0)]
+            plots.learning_curves(result["history"], args.run_dir / f"step{number}_learning_curves.png",
                                   title=f"step {number}: {step.title}")
-            last_net = net
             rows.append(dict(step=number, title=step.title, architecture=step.architecture,
                              train_size=len(data["expanded" if step.expanded else "train"][0]),
-                             epochs=epochs, book_epochs=step.epochs_full, eta=step.eta, lmbda=step.lmbda,
+                             epochs=epochs_of(step), book_epochs=step.epochs_full, eta=step.eta, lmbda=step.lmbda,
                              book=step.book, measured=result["test_accuracy"],
                              best_validation=result["best_validation_accuracy"], seconds=seconds))
         else:  # the ensemble: step 7's network and four more trained the same way, majority vote
             step = STEPS[-1]
-            epochs = step.epochs_full if args.budget == "full" else step.epochs_cpu
-            nets, seconds = [last_net], 0.0
-            for member in range(1, ENSEMBLE_SIZE):
-                if not args.quiet:
-                    print(f"\n== step {number}: ensemble member {member + 1}/{ENSEMBLE_SIZE}", flush=True)
-                net, _, s = _train(step, data, epochs, args.seed + member, args.quiet)
-                nets.append(net)
-                seconds += s
+            nets = [_network(len(STEPS), trained[(len(STEPS), m)][0]).eval() for m in range(ENSEMBLE_SIZE)]
+            seconds = sum(trained[(len(STEPS), m)][2] for m in range(1, ENSEMBLE_SIZE))
             x_test, y_test = data["test"]
             with torch.no_grad():
-                logits = torch.stack([n.eval()(x_test) for n in nets])
+                logits = torch.stack([n(x_test) for n in nets])
             rows.append(dict(step=number, title="ensemble of 5 (vote)", architecture=f"{ENSEMBLE_SIZE} x step {len(STEPS)}",
-                             train_size=len(data["expanded"][0]), epochs=epochs, book_epochs=step.epochs_full,
+                             train_size=len(data["expanded"][0]), epochs=epochs_of(step), book_epochs=step.epochs_full,
                              eta=step.eta, lmbda=step.lmbda, book=ENSEMBLE_BOOK,
                              measured=float((combine(logits, "vote") == y_test).double().mean()),
                              average=float((combine(logits, "average") == y_test).double().mean()),
                              best_validation=None, seconds=seconds))
+    _DATA.clear()
     table = _markdown(rows, args.budget)
     print("\n" + table)
-    atomic_write_json(args.run_dir / "results.json", {"budget": args.budget, "seed": args.seed, "mini_batch": MBS, "steps": rows})
+    atomic_write_json(args.run_dir / "results.json", {"budget": args.budget, "seed": args.seed, "mini_batch": MBS,
+                                                      "jobs": processes, "steps": rows})
     atomic_write_text(args.run_dir / "results.md", table + "\n")
     return 0
 
