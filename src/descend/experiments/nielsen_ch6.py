@@ -17,9 +17,11 @@ its accuracies are then lower than the book's because the networks are undertrai
 
 The networks of the ladder (and the ensemble's members) are independent of each other:
 ``--jobs 2`` (default) trains two at a time, one thread each. At mini-batch 10 one
-network's operations are too small for two threads to share, so two networks side by
-side get about twice the images per second of one network on both cores; the CPU
-budget's epochs are set for that (``--jobs 1`` takes about twice as long).
+network's operations are too small for two threads to share (and on a shared machine
+two threads that wait for each other lose much more), so two networks side by side,
+one per core, do close to twice the work of one network on both cores; the CPU
+budget's epochs are set for that (``--jobs 1`` takes about twice as long;
+``benchmarks/small_batch.py`` measures the ratio on the machine at hand).
 """
 
 from __future__ import annotations
