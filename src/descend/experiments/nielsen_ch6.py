@@ -14,11 +14,20 @@ the majority vote of the five final networks).
 ``--budget cpu`` (default) keeps every hyperparameter but cuts the epochs so the whole
 ladder runs in about 40 minutes on 2 CPU cores; the table says which budget it is, and
 its accuracies are then lower than the book's because the networks are undertrained.
+
+The networks of the ladder (and the ensemble's members) are independent of each other:
+``--jobs 2`` (default) trains two at a time, one thread each. At mini-batch 10 one
+network's operations are too small for two threads to share (and on a shared machine
+two threads that wait for each other lose much more), so two networks side by side,
+one per core, do close to twice the work of one network on both cores; the CPU
+budget's epochs are set for that (``--jobs 1`` takes about twice as long;
+``benchmarks/small_batch.py`` measures the ratio on the machine at hand).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -59,32 +68,32 @@ class Step:
 STEPS = [
     Step("shallow", "FC(100, sigmoid) - softmax",
          lambda: [FullyConnectedLayer(n_in=784, n_out=100), SoftmaxLayer(n_in=100, n_out=10)],
-         0.1, 0.0, 60, 15, False, 0.9780),
+         0.1, 0.0, 60, 30, False, 0.9780),
     Step("+conv-pool", "CP(20) - FC(100) - softmax, sigmoid",
          lambda: [_conv20(sigmoid), FullyConnectedLayer(n_in=20 * 12 * 12, n_out=100), SoftmaxLayer(n_in=100, n_out=10)],
-         0.1, 0.0, 60, 10, False, 0.9878),
+         0.1, 0.0, 60, 20, False, 0.9878),
     Step("+2nd conv-pool", "CP(20) - CP(40) - FC(100) - softmax, sigmoid",
          lambda: [_conv20(sigmoid), _conv40(sigmoid), FullyConnectedLayer(n_in=40 * 4 * 4, n_out=100),
                   SoftmaxLayer(n_in=100, n_out=10)],
-         0.1, 0.0, 60, 10, False, 0.9906),
+         0.1, 0.0, 60, 20, False, 0.9906),
     Step("ReLU + L2", "CP(20) - CP(40) - FC(100) - softmax, ReLU",
          lambda: [_conv20(ReLU), _conv40(ReLU), FullyConnectedLayer(n_in=40 * 4 * 4, n_out=100, activation_fn=ReLU),
                   SoftmaxLayer(n_in=100, n_out=10)],
-         0.03, 0.1, 60, 10, False, 0.9923),
+         0.03, 0.1, 60, 20, False, 0.9923),
     Step("expanded data", "CP(20) - CP(40) - FC(100) - softmax, ReLU",
          lambda: [_conv20(ReLU), _conv40(ReLU), FullyConnectedLayer(n_in=40 * 4 * 4, n_out=100, activation_fn=ReLU),
                   SoftmaxLayer(n_in=100, n_out=10)],
-         0.03, 0.1, 60, 2, True, 0.9937),
+         0.03, 0.1, 60, 4, True, 0.9937),
     Step("+FC layer", "CP(20) - CP(40) - FC(100) - FC(100) - softmax, ReLU",
          lambda: [_conv20(ReLU), _conv40(ReLU), FullyConnectedLayer(n_in=40 * 4 * 4, n_out=100, activation_fn=ReLU),
                   FullyConnectedLayer(n_in=100, n_out=100, activation_fn=ReLU), SoftmaxLayer(n_in=100, n_out=10)],
-         0.03, 0.1, 60, 2, True, 0.9943),
+         0.03, 0.1, 60, 4, True, 0.9943),
     Step("dropout", "CP(20) - CP(40) - FC(1000) - FC(1000) - softmax, ReLU, dropout 0.5",
          lambda: [_conv20(ReLU), _conv40(ReLU),
                   FullyConnectedLayer(n_in=40 * 4 * 4, n_out=1000, activation_fn=ReLU, p_dropout=0.5),
                   FullyConnectedLayer(n_in=1000, n_out=1000, activation_fn=ReLU, p_dropout=0.5),
                   SoftmaxLayer(n_in=1000, n_out=10, p_dropout=0.5)],
-         0.03, 0.1, 40, 1, True, 0.9960),
+         0.03, 0.1, 40, 2, True, 0.9960),
 ]
 ENSEMBLE_BOOK = 0.9967
 ENSEMBLE_SIZE = 5
@@ -94,6 +103,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", default="1-8", help="which steps to run, e.g. 1-4 or 7,8 (8 = the ensemble; it needs 7)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N training images (quick checks)")
     parser.add_argument("--eval-limit", type=int, default=0, help="use only the first N validation and test images")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="networks trained at a time, one thread each (default 2: one per core)")
 
 
 def _parse_steps(text: str) -> list[int]:
@@ -123,6 +134,37 @@ def _train(step: Step, data: dict, epochs: int, seed: int, quiet: bool) -> tuple
     return net, result, time.perf_counter() - start
 
 
+_DATA: dict = {}  # the data of a run, inherited by forked worker processes (not pickled to them)
+
+
+def _job(job: tuple[int, int, int, int, bool]) -> tuple[int, int, dict, dict, float]:
+    """Train one network of the ladder (step ``number``, ensemble member ``member``) in a worker."""
+    number, member, epochs, seed, quiet = job
+    torch.set_num_threads(1)  # one core per network: at mini-batch 10 a second thread buys little
+    net, result, seconds = _train(STEPS[number - 1], _DATA, epochs, seed, quiet)
+    return number, member, net.state_dict(), result, seconds
+
+
+def _run_jobs(jobs: list, processes: int) -> dict:
+    """``{(number, member): (state_dict, result, seconds)}``, ``processes`` networks at a time."""
+    if processes <= 1:
+        return {(j[0], j[1]): _job_here(j) for j in jobs}
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        return {(n, m): (state, result, seconds) for n, m, state, result, seconds in pool.imap(_job, jobs)}
+
+
+def _job_here(job: tuple[int, int, int, int, bool]) -> tuple[dict, dict, float]:
+    number, member, epochs, seed, quiet = job
+    net, result, seconds = _train(STEPS[number - 1], _DATA, epochs, seed, quiet)
+    return net.state_dict(), result, seconds
+
+
+def _network(number: int, state: dict) -> Network:
+    net = Network(STEPS[number - 1].layers(), MBS)
+    net.load_state_dict(state)
+    return net
+
+
 def run(args: argparse.Namespace) -> int:
     steps = _parse_steps(args.steps)
     splits = load_dataset("mnist", split="nndl", data_dir=args.data_dir, limit=args.limit or None,
@@ -130,47 +172,56 @@ def run(args: argparse.Namespace) -> int:
     data = {"train": _flat(splits.train), "val": _flat(splits.val), "test": _flat(splits.test)}
     if any(STEPS[i - 1].expanded for i in steps if i <= len(STEPS)):
         data["expanded"] = expand_mnist(data["train"], seed=args.seed)
+    _DATA.clear()
+    _DATA.update(data)
+
+    def epochs_of(step: Step) -> int:
+        return step.epochs_full if args.budget == "full" else step.epochs_cpu
+
+    # Every network of the ladder is independent of the others: with --jobs 2 two of them
+    # train at a time, one per core (the ensemble's members too).
+    jobs = [(n, 0, epochs_of(STEPS[n - 1]), args.seed, args.quiet) for n in steps if n <= len(STEPS)]
+    if len(STEPS) + 1 in steps:
+        jobs += [(len(STEPS), m, epochs_of(STEPS[-1]), args.seed + m, args.quiet) for m in range(1, ENSEMBLE_SIZE)]
+    processes = getattr(args, "jobs", 1)
+    if processes < 1:
+        from descend.errors import ConfigError
+
+        raise ConfigError(f"--jobs {processes}: train at least one network at a time (1, or 2 for two cores)")
+    if not args.quiet:
+        print(f"training {len(jobs)} networks of steps {args.steps}, {processes} at a time", flush=True)
+    trained = _run_jobs(jobs, processes)
 
     rows = []
-    last_net = None
     for number in steps:
         if number <= len(STEPS):
             step = STEPS[number - 1]
-            epochs = step.epochs_full if args.budget == "full" else step.epochs_cpu
-            if not args.quiet:
-                print(f"\n== step {number}: {step.title}: {step.architecture}, eta={step.eta}, "
-                      f"lambda={step.lmbda}, mini-batch {MBS}, {epochs} epochs", flush=True)
-            net, result, seconds = _train(step, data, epochs, args.seed, args.quiet)
-            plots.learning_curves(net.history, args.run_dir / f"step{number}_learning_curves.png",
+            _, result, seconds = trained[(number, 0)]
+            plots.learning_curves(result["history"], args.run_dir / f"step{number}_learning_curves.png",
                                   title=f"step {number}: {step.title}")
-            last_net = net
             rows.append(dict(step=number, title=step.title, architecture=step.architecture,
                              train_size=len(data["expanded" if step.expanded else "train"][0]),
-                             epochs=epochs, book_epochs=step.epochs_full, eta=step.eta, lmbda=step.lmbda,
+                             epochs=epochs_of(step), book_epochs=step.epochs_full, eta=step.eta, lmbda=step.lmbda,
                              book=step.book, measured=result["test_accuracy"],
                              best_validation=result["best_validation_accuracy"], seconds=seconds))
         else:  # the ensemble: step 7's network and four more trained the same way, majority vote
             step = STEPS[-1]
-            epochs = step.epochs_full if args.budget == "full" else step.epochs_cpu
-            nets, seconds = [last_net], 0.0
-            for member in range(1, ENSEMBLE_SIZE):
-                if not args.quiet:
-                    print(f"\n== step {number}: ensemble member {member + 1}/{ENSEMBLE_SIZE}", flush=True)
-                net, _, s = _train(step, data, epochs, args.seed + member, args.quiet)
-                nets.append(net)
-                seconds += s
+            nets = [_network(len(STEPS), trained[(len(STEPS), m)][0]).eval() for m in range(ENSEMBLE_SIZE)]
+            seconds = sum(trained[(len(STEPS), m)][2] for m in range(1, ENSEMBLE_SIZE))
             x_test, y_test = data["test"]
             with torch.no_grad():
-                logits = torch.stack([n.eval()(x_test) for n in nets])
+                logits = torch.stack([n(x_test) for n in nets])
             rows.append(dict(step=number, title="ensemble of 5 (vote)", architecture=f"{ENSEMBLE_SIZE} x step {len(STEPS)}",
-                             train_size=len(data["expanded"][0]), epochs=epochs, book_epochs=step.epochs_full,
+                             train_size=len(data["expanded"][0]), epochs=epochs_of(step), book_epochs=step.epochs_full,
                              eta=step.eta, lmbda=step.lmbda, book=ENSEMBLE_BOOK,
                              measured=float((combine(logits, "vote") == y_test).double().mean()),
                              average=float((combine(logits, "average") == y_test).double().mean()),
                              best_validation=None, seconds=seconds))
+    _DATA.clear()
     table = _markdown(rows, args.budget)
     print("\n" + table)
-    atomic_write_json(args.run_dir / "results.json", {"budget": args.budget, "seed": args.seed, "mini_batch": MBS, "steps": rows})
+    atomic_write_json(args.run_dir / "results.json", {"budget": args.budget, "seed": args.seed, "mini_batch": MBS,
+                                                      "jobs": processes, "steps": rows})
     atomic_write_text(args.run_dir / "results.md", table + "\n")
     return 0
 

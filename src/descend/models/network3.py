@@ -77,6 +77,12 @@ def _keep_inputs(x: torch.Tensor, p_dropout: float, training: bool) -> torch.Ten
     return x * (1.0 - p_dropout)
 
 
+def _is_vmapped(x: torch.Tensor) -> bool:
+    """Whether ``x`` is one slice of a ``torch.func.vmap`` batch (descend.models.lockstep), whose
+    memory layout cannot be chosen."""
+    return torch._C._functorch.is_batchedtensor(x)
+
+
 class ConvPoolLayer(nn.Module):
     """A convolutional layer followed by max-pooling (network3.ConvPoolLayer).
 
@@ -99,6 +105,10 @@ class ConvPoolLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(-1, *self.image_shape[1:])
+        if not _is_vmapped(x):
+            # Channels-last (each pixel's maps adjacent): the layout in which the CPU's max-pooling
+            # and oneDNN's convolutions are vectorized over the maps; the values are the same.
+            x = x.contiguous(memory_format=torch.channels_last)
         pooled = F.max_pool2d(F.conv2d(x, self.w), self.poolsize)  # floor: border ignored
         return self.activation_fn(pooled + self.b.view(1, -1, 1, 1))
 
