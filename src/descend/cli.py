@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Classify pictures with a trained run. Photos of digits are made into MNIST "
                        "digits first (inverted if dark on light, cropped to the ink, box normalized to 20x20, "
                        "centred by centre of mass in 28x28); pictures already in MNIST format are used as they are.")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by descend train (or an ensemble's)")
     p.add_argument("images", nargs="+", metavar="INPUT", help="picture or .npy files, folders, or glob patterns")
     p.add_argument("--top-k", type=int, default=1, metavar="K", help="print the K most probable classes (default 1)")
     p.add_argument("--format", choices=("text", "csv", "json"),

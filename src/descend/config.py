@@ -392,8 +392,9 @@ def read_toml(path: str | Path, saved: bool = False) -> dict[str, Any]:
         return values
     if path.is_dir():
         raise ConfigError(f"config file {path} is a folder; pass a .toml file (or a run directory to --resume)")
-    if path.suffix in ("", ".toml") and path.parent == Path(".") and path.stem in bundled():
-        return _bundled(path.stem)
+    name = path.name[: -len(".toml")] if path.name.endswith(".toml") else path.name  # "mnist-99.5" has a dot
+    if path.parent == Path(".") and name in bundled():
+        return _bundled(name)
     raise ConfigError(f"config file {path} does not exist; bundled configs: {', '.join(bundled())}")
 
 

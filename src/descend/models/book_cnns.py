@@ -9,7 +9,7 @@ with sizes for 28x28 digits. Every variant alternates convolution + ReLU with po
 ``AdaptiveCNN`` (centre)   the second pooling layer has "variably-sized pools but a fixed
                            number of pools" (3x3 x 64 channels = the figure's 576 units),
                            so any input size works.
-``LocalCNN``               SPEC C10's "locally connected" variant: the second convolution
+``LocalCNN``               a "locally connected" variant (sec. 9.6): the second convolution
                            is a locally connected layer (eq. 9.9), no sharing across
                            positions; fixed input size.
 ``GapCNN`` (right)         no fully connected weight layer: the last convolution outputs
