@@ -206,7 +206,7 @@ ENSEMBLE_RESULTS = {
 def test_evaluate_quiet_prints_only_the_final_accuracies(monkeypatch, capsys, quiet):
     from descend import cli, runs
 
-    monkeypatch.setattr(runs, "evaluate", lambda run_dir, data_dir=None, tta=None: ENSEMBLE_RESULTS)
+    monkeypatch.setattr(runs, "evaluate", lambda run_dir, data_dir=None, tta=None, weights="last": ENSEMBLE_RESULTS)
     assert cli.main(["evaluate", "somewhere", *(["--quiet"] if quiet else [])]) == 0
     out = capsys.readouterr().out
     final = "test accuracy: 93.00%  (average 93.00%, vote 92.50%)"
@@ -238,7 +238,7 @@ def test_library_messages_reach_stderr_unless_quiet(monkeypatch, capsys, quiet):
 
     from descend import cli, runs
 
-    def evaluate(run_dir, data_dir=None, tta=None):
+    def evaluate(run_dir, data_dir=None, tta=None, weights="last"):
         logging.getLogger("descend.train.callbacks").info("early stopping: restored the weights of epoch 2")
         return {"test_accuracy": 0.5}
 

@@ -63,7 +63,7 @@ def test_trains_with_a_closure_and_a_torch_scheduler(name):
 def test_usable_by_name_from_a_config_with_hyperparameters_by_name(name):
     """``optimizer = "<name>"`` plus hyperparameters in TOML: names come from the signature."""
     from descend import config as cfg
-    from descend.runs import build_optimizer
+    from descend.build import build_optimizer
 
     options = cfg.component_options("optimizer", name)
     hyper = {"lr": 0.02, "weight_decay": 1e-4}

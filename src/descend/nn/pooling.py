@@ -134,5 +134,9 @@ class MaxoutConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return channel_pool(self.conv(x), self.pieces, "max")
 
+    def kernels(self) -> Tensor:
+        """The (out * pieces, in, kh, kw) kernels of the convolution whose pieces are pooled."""
+        return self.conv.kernels()
+
     def extra_repr(self) -> str:
         return f"pieces={self.pieces}"

@@ -298,7 +298,7 @@ class SequenceToSequence(nn.Module):
         return F.linear(h, self.V, self.c), state  # eq. 10.10 for all t at once
 
 
-class SequenceToOne(nn.Module):
+class SequenceToOne(SequenceToSequence):
     """Read a whole sequence, produce one output from the final state (fig. 10.5).
 
     ``o = c + V h(tau)``: a sequence classifier (``sequence -> class``) or, with
@@ -306,19 +306,9 @@ class SequenceToOne(nn.Module):
     Back-propagation reaches early time steps only through ``h(tau)``, which is where
     long-term dependencies become hard (sec. 8.2.5).
 
-    Shape: ``forward(x (N, T, F), state=None) -> (o (N, K), state)``.
+    Shape: ``forward(x (N, T, F), state=None) -> (o (N, K), state)``. The output layer
+    (``V``, ``c``) is :class:`SequenceToSequence`'s, applied to the last step only.
     """
-
-    def __init__(self, recurrent: nn.Module, output_size: int) -> None:
-        super().__init__()
-        if output_size < 1:
-            raise ConfigError(f"output_size must be >= 1; got {output_size}")
-        self.recurrent = recurrent
-        H = recurrent.hidden_size
-        p = next(recurrent.parameters())
-        self.V = nn.Parameter(torch.empty(output_size, H, device=p.device, dtype=p.dtype))
-        self.c = nn.Parameter(torch.zeros(output_size, device=p.device, dtype=p.dtype))
-        nn.init.uniform_(self.V, -1.0 / math.sqrt(H), 1.0 / math.sqrt(H))
 
     def forward(self, x: Tensor, state=None) -> tuple[Tensor, object]:
         h, state = self.recurrent(x, state)
