@@ -181,3 +181,16 @@ def test_checkpoint_status_is_true_of_the_directory(tmp_path):
     assert "no checkpoint" in runs.checkpoint_status(tmp_path)
     (tmp_path / "checkpoint.safetensors").write_bytes(b"")
     assert "checkpoint is kept" in runs.checkpoint_status(tmp_path)
+
+
+def test_a_lenet5_run_of_descend_layers_draws_its_filters_and_goes_channels_last(tmp_path):
+    """LeNet-5 is built from descend.nn layers (Conv2d, PartiallyConnectedConv2d): it gets the
+    filter picture and channels-last like a network of torch.nn.Conv2d."""
+    from descend import build
+
+    config = cfg.load(overrides=["model=lenet5", "data.limit=200", "data.eval_limit=100", "data.augment=none", "quiet=true"])
+    splits = build.load_data(config)
+    trainer = build.build_trainer(config, splits, None, 0, data_parallel=False)
+    assert trainer.channels_last
+    runs._write_pictures(trainer, splits, tmp_path)
+    assert (tmp_path / "filters.png").stat().st_size > 0
