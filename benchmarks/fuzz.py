@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
+import logging
 import pickle
 import pickletools
 import random
@@ -339,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-results/fuzz.json"))
     args = parser.parse_args(argv)
 
+    logging.getLogger("descend").setLevel(logging.ERROR)  # old-format checkpoints warn once per load
     limit = int(args.memory_gb * (1 << 30))
     resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
     rows = [fuzz(name, args.n, args.seed + i) for i, name in enumerate(args.parsers)]
