@@ -37,7 +37,6 @@ import tempfile
 import time
 import tomllib
 import traceback
-import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -223,18 +222,6 @@ def parse_pickle(data: bytes) -> None:
     load_numpy_pickle(io.BytesIO(data))
 
 
-def pickle_opcodes_ok(data: bytes) -> bool:
-    try:
-        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for _ in pickletools.genops(raw):
-                pass
-        return True
-    except Exception:
-        return False
-
-
 # ------------------------------------------------------------------ config TOML and checkpoints
 # The generators and mutators of the test suite's fuzz tests (tests/fuzz_inputs.py), run longer.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -288,7 +275,7 @@ PARSERS: dict[str, tuple[Callable, Callable, Callable]] = {
 }
 FIRST_CHECKS: dict[str, tuple[str, Callable[[bytes], bool]]] = {
     "idx": ("gzip framing + IDX header", idx_header_ok),
-    "numpy-pickle": ("well-formed opcode stream", pickle_opcodes_ok),
+    "numpy-pickle": ("well-formed opcode stream", fuzz_inputs.pickle_opcodes_ok),
     "config-toml": ("UTF-8 TOML that parses", toml_ok),
     "checkpoint": ("safetensors header that parses", safetensors_ok),
 }

@@ -24,10 +24,13 @@ exception that is not a ``descend.errors`` exception propagates: that is a bug.
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import math
+import pickletools
 import random
 import struct
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -394,3 +397,18 @@ def try_checkpoint(data: bytes, directory: str | Path) -> str:
         return "parse" if "not a readable safetensors" in str(exc) else "check"
     assert isinstance(state, dict)
     return "valid"
+
+
+# ------------------------------------------------------------------ pickles
+def pickle_opcodes_ok(data: bytes) -> bool:
+    """Whether ``data`` (gzip-compressed or not) is a well-formed pickle opcode stream: the
+    first check a fuzzed pickle must pass before the unpickler's own checks see it."""
+    try:
+        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in pickletools.genops(raw):
+                pass
+        return True
+    except Exception:
+        return False

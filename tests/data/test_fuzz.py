@@ -14,9 +14,9 @@ from __future__ import annotations
 import gzip
 import io
 import pickle
-import pickletools
-import warnings
+import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -25,6 +25,9 @@ from hypothesis import strategies as st
 from descend.data.idx import read_idx, read_idx_header
 from descend.data.safe_pickle import load_numpy_pickle
 from descend.errors import DescendError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fuzz_inputs import pickle_opcodes_ok  # noqa: E402
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -130,18 +133,6 @@ def _pickles() -> list[bytes]:
 
 PICKLES = _pickles()
 TOKENS = [b"f4", b"i8", b"<", b"O", b"V8", b"U3", b"ndarray", b"dtype", b"_reconstruct", b"scalar", b"system", b"latin1"]
-
-
-def pickle_opcodes_ok(data: bytes) -> bool:
-    try:
-        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for _ in pickletools.genops(raw):
-                pass
-        return True
-    except Exception:
-        return False
 
 
 def test_the_restricted_unpickler_survives_damaged_files():
