@@ -277,8 +277,6 @@ def load_picture(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> torch
 
 def _gray(im, path: str | os.PathLike) -> torch.Tensor:
     """A loaded Pillow image as grey levels in [0, 1], reduced to ``WORKING_SIZE``."""
-    from PIL import Image
-
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):  # 16/32-bit: stretch to [0, 1]
         a = np.asarray(im, dtype=np.float64)
         if not np.isfinite(a).all():

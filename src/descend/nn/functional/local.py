@@ -170,7 +170,7 @@ class _UnsharedConv(torch.autograd.Function):
             grads = iter(torch.autograd.grad(z, inputs, grad, create_graph=True))
             return (*(next(grads) if need else None for need in ctx.needs_input_grad[:2]), *[None] * 5)
         n, c, h, w = x.shape
-        (kh, kw), ((pt, pb), (pl, pr)), (oh, ow) = kernel, pads, out
+        (kh, kw), ((pt, _), (pl, _)), (oh, ow) = kernel, pads, out
         P, weights = oh * ow, _gemm_ready(weights)
         n_out = weights.shape[1]
         grad = grad.to(fields.dtype)   # under autocast the output was lower precision
