@@ -194,3 +194,13 @@ def test_a_lenet5_run_of_descend_layers_draws_its_filters_and_goes_channels_last
     assert trainer.channels_last
     runs._write_pictures(trainer, splits, tmp_path)
     assert (tmp_path / "filters.png").stat().st_size > 0
+
+
+def test_resuming_a_directory_that_holds_no_run_leaves_nothing_behind(tmp_path):
+    from descend.errors import CheckpointError
+
+    config = cfg.load(overrides=["data.dataset=digits", "data.augment=none", "model.conv=[8]", "quiet=true"])
+    run_dir = tmp_path / "nothing-here"
+    with pytest.raises(CheckpointError, match="holds no run to resume"):
+        runs.train(config, run_dir, resume=True)
+    assert not run_dir.exists()

@@ -174,14 +174,12 @@ class RunLock:
         return self
 
     def _acquire(self) -> None:
+        self.created = not self.run_dir.exists()
+        ensure_dir(self.run_dir)
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows
-            self.created = not self.run_dir.exists()
-            ensure_dir(self.run_dir)
             return
-        self.created = not self.run_dir.exists()
-        ensure_dir(self.run_dir)
         try:
             fd = os.open(self.run_dir / self.NAME, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
@@ -202,6 +200,8 @@ class RunLock:
             raise ConfigError(f"{self.run_dir} already holds a run; choose another run_dir or use "
                               f"--resume {self.run_dir}")
         if self.resume and not (self.run_dir / CONFIG).exists():
+            if self.created:  # under our lock, so no other run is using it
+                shutil.rmtree(self.run_dir, ignore_errors=True)
             self._release()
             raise CheckpointError(f"{self.run_dir} holds no run to resume (no {CONFIG})")
 
