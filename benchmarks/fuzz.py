@@ -44,7 +44,7 @@ from typing import Callable
 import numpy as np
 
 from descend.data import BUNDLED
-from descend.data.idx import read_idx, read_idx_header
+from descend.data.idx import read_idx
 from descend.data.safe_pickle import load_numpy_pickle
 from descend.errors import DescendError
 from descend.io import atomic_write_json
@@ -161,14 +161,6 @@ def parse_idx(data: bytes) -> None:
     read_idx(io.BytesIO(data))
 
 
-def idx_header_ok(data: bytes) -> bool:
-    try:
-        read_idx_header(io.BytesIO(data))
-        return True
-    except DescendError:
-        return False
-
-
 # ------------------------------------------------------------------ restricted unpickler
 PICKLE_TOKENS = (b"f4", b"<f4", b"f8", b"i8", b"u1", b"b", b"O", b"V9", b"ndarray", b"dtype", b"_reconstruct",
                  b"scalar", b"numpy", b"numpy.core.multiarray", b"os", b"system", b"latin1", b"encode")
@@ -274,7 +266,7 @@ PARSERS: dict[str, tuple[Callable, Callable, Callable]] = {
     "checkpoint": (make_checkpoint, fuzz_inputs.mutate_checkpoint, parse_checkpoint),
 }
 FIRST_CHECKS: dict[str, tuple[str, Callable[[bytes], bool]]] = {
-    "idx": ("gzip framing + IDX header", idx_header_ok),
+    "idx": ("gzip framing + IDX header", fuzz_inputs.idx_header_ok),
     "numpy-pickle": ("well-formed opcode stream", fuzz_inputs.pickle_opcodes_ok),
     "config-toml": ("UTF-8 TOML that parses", toml_ok),
     "checkpoint": ("safetensors header that parses", safetensors_ok),

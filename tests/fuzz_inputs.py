@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import io
 import json
 import math
 import pickletools
@@ -399,7 +400,18 @@ def try_checkpoint(data: bytes, directory: str | Path) -> str:
     return "valid"
 
 
-# ------------------------------------------------------------------ pickles
+# ------------------------------------------------------------------ first checks
+def idx_header_ok(data: bytes) -> bool:
+    """Whether ``data`` passes the IDX reader's first check: gzip framing and the header."""
+    from descend.data.idx import read_idx_header
+
+    try:
+        read_idx_header(io.BytesIO(data))
+        return True
+    except DescendError:
+        return False
+
+
 def pickle_opcodes_ok(data: bytes) -> bool:
     """Whether ``data`` (gzip-compressed or not) is a well-formed pickle opcode stream: the
     first check a fuzzed pickle must pass before the unpickler's own checks see it."""

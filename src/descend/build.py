@@ -32,7 +32,8 @@ from descend import config as cfg
 from descend.data import Splits, expand_mnist, load_dataset
 from descend.errors import ConfigError, DataError
 from descend.nn.capabilities import image_convolutions
-from descend.train import AveragedEvaluation, EarlyStopping, Trainer, distributed
+from descend.train import AveragedEvaluation, BestWeights, CSVLogger, EarlyStopping, TensorBoardLogger, Trainer, distributed
+from descend.train.loggers import CSV, TENSORBOARD, flat_hparams, require_tensorboard
 
 BEST_WEIGHTS = "best.safetensors"
 
@@ -170,9 +171,6 @@ def build_trainer(config: cfg.Config, splits: Splits, run_dir: Path | None, seed
     callbacks += sampler_callbacks
     # Outputs beside metrics.jsonl, appended last (callback state is checkpointed by position):
     # the best weights by validation (never selected on the test set), metrics.csv, TensorBoard.
-    from descend.train.callbacks import BestWeights
-    from descend.train.loggers import CSV, TENSORBOARD, CSVLogger, TensorBoardLogger, flat_hparams, require_tensorboard
-
     if "tensorboard" in t.log:
         require_tensorboard()  # before any run directory exists
     if run_dir is not None:

@@ -22,12 +22,12 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from descend.data.idx import read_idx, read_idx_header
+from descend.data.idx import read_idx
 from descend.data.safe_pickle import load_numpy_pickle
 from descend.errors import DescendError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fuzz_inputs import pickle_opcodes_ok  # noqa: E402
+from fuzz_inputs import idx_header_ok, pickle_opcodes_ok  # noqa: E402
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -94,14 +94,6 @@ idx_arrays = st.sampled_from(sorted(IDX_CODES, key=str)).flatmap(
         lambda shape: st.binary(min_size=int(np.prod(shape)) * np.dtype(dtype).itemsize,
                                 max_size=int(np.prod(shape)) * np.dtype(dtype).itemsize).map(
             lambda b: np.frombuffer(b, dtype).reshape(shape))))
-
-
-def idx_header_ok(data: bytes) -> bool:
-    try:
-        read_idx_header(io.BytesIO(data))
-        return True
-    except DescendError:
-        return False
 
 
 def test_the_idx_reader_survives_damaged_files():
