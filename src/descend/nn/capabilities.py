@@ -8,9 +8,9 @@ like one built from ``torch.nn.Conv2d``.
 
 The protocol: a 2-D convolution layer (sec. 9.1-9.5 and its variants of sec. 9.6-9.8)
 has a method ``kernels()`` returning the kernels it applies as a dense
-``(out channels, in channels per group, kh, kw)`` tensor (for layers with several kernel
-sets, tiled or unshared ones, the first set). ``torch.nn.Conv2d`` is the one layer that
-is recognized by its class.
+``(out channels, in channels per group, kh, kw)`` tensor (a tiled layer stacks every
+tile's kernels, an unshared layer gives those of its centre location). ``torch.nn.Conv2d``
+is the one layer that is recognized by its class.
 """
 
 from __future__ import annotations
