@@ -56,6 +56,12 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+def _add_weights(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", choices=("last", "best"), default="last",
+                   help="last: the final weights (model.safetensors, default); best: the best validation epoch's "
+                   "(best.safetensors)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="descend",
@@ -95,8 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true",
                    help="print only the final accuracies: no line per ensemble member, no accuracies of the "
                    "first 1, 2, ... members")
-    p.add_argument("--weights", choices=("last", "best"), default="last",
-                   help="last: the final weights (default); best: the best validation epoch's (best.safetensors)")
+    _add_weights(p)
 
     p = sub.add_parser("predict", help="classify pictures of digits (PNG/JPEG, .npy arrays) with a trained run",
                        description="Classify pictures with a trained run. Photos of digits are made into MNIST "
@@ -109,8 +114,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="output format (default: text, or from the --output file's suffix)")
     p.add_argument("--json", action="store_true", help="shortcut for --format json")
     p.add_argument("--output", "-o", metavar="FILE", help="write the predictions to FILE (.csv or .json) instead")
-    p.add_argument("--weights", choices=("last", "best"), default="last",
-                   help="last: the final weights (model.safetensors); best: best.safetensors")
+    _add_weights(p)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--as-is", "--mnist-format", dest="mode", action="store_const", const="as-is",
                        help="take every input as an MNIST-format picture, unchanged")
@@ -127,9 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("onnx",), default="onnx", help="the file format (default: onnx)")
     p.add_argument("--output", metavar="PATH",
                    help="where to write the file (default: RUN_DIR/model.onnx, or RUN_DIR/best.onnx with --weights best)")
-    p.add_argument("--weights", choices=("last", "best"), default="last",
-                   help="last: the final weights (model.safetensors, default); best: the best validation epoch's "
-                   "(best.safetensors)")
+    _add_weights(p)
 
     p = sub.add_parser("bench", help="training-loop overhead vs a hand-written PyTorch loop, and throughput",
                        description="Time one epoch of the configured model (default: Nielsen's final network, "
