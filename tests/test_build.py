@@ -160,6 +160,9 @@ def test_augmentation_sampler_and_loss_from_config(digits, tmp_path):
     assert build.build_loss(make("train.loss=quadratic")) is quadratic
     trainer = build.build_trainer(make("train.loss=quadratic", "train.bagging=true"), digits, None, 0)
     assert trainer.loss_fn is quadratic and isinstance(trainer.sampler, Bootstrap)
+    assert build.build_trainer(make("train.eval_every=0"), digits, None, 0).eval_every == 0
+    with pytest.raises(ConfigError, match="set train.eval_every = 1"):
+        build.build_trainer(make("train.early_stopping=3", "train.eval_every=2"), digits, None, 0)
 
 
 def test_bagged_members_get_different_resamples(digits):

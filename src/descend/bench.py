@@ -17,6 +17,8 @@ with the machine's measured single-precision matrix-multiply rate.
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 from typing import Any, Callable
@@ -53,6 +55,22 @@ def forward_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     for h in handles:
         h.remove()
     return flops
+
+
+def machine() -> str:
+    """The processor by name, its cores, whether it has bfloat16 in hardware, torch's version
+    and thread count: the line every benchmark's table starts with."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    from descend.build import native_bf16
+
+    bf16 = "bf16 in hardware" if native_bf16(torch.device("cpu")) else "no bf16 in hardware"
+    return (f"{name}, {os.cpu_count()} cores, {bf16}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
 
 
 def sgemm_flops(size: int = 1024, seconds: float = 1.0) -> float:

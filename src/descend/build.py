@@ -159,6 +159,9 @@ def build_trainer(config: cfg.Config, splits: Splits, run_dir: Path | None, seed
     if t.early_stopping:
         if splits.val is None and t.monitor.startswith("val"):
             raise ConfigError("train.early_stopping needs a validation set; use data.split = \"nndl\"")
+        if t.eval_every != 1:
+            raise ConfigError(f"train.early_stopping counts epochs without improvement, but train.eval_every = "
+                              f"{t.eval_every} skips evaluations; set train.eval_every = 1")
         callbacks.append(EarlyStopping(monitor=t.monitor, patience=t.early_stopping))
 
     batch_step = None
@@ -204,6 +207,7 @@ def build_trainer(config: cfg.Config, splits: Splits, run_dir: Path | None, seed
         quiet=config.quiet,
         device=device,
         evaluate_test=t.evaluate_test,
+        eval_every=t.eval_every,
         checkpoint=t.checkpoint,
         amp=resolve_amp(t.amp, device),
         channels_last=channels_last,

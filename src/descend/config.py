@@ -83,6 +83,7 @@ class TrainConfig:
     ensemble: int = 1
     combine: str = "average"
     evaluate_test: bool = True
+    eval_every: int = 1  # epochs between evaluations (and after the last); 0: after the last epoch only
     checkpoint: bool = True
     amp: str = "none"  # mixed precision of the training forward pass: none | bf16 | fp16 | auto (bf16 if native)
     channels_last: str = "auto"  # auto (on for models with convolutions) | on | off
@@ -170,6 +171,7 @@ RANGES = {  # key: (low, high), inclusive
     "data.elastic_sigma": (0.1, 100.0),
     "train.epochs": (0, 100_000),
     "train.batch_size": (1, 1 << 20),
+    "train.eval_every": (0, 100_000),
     "train.eval_batch_size": (1, 1 << 20),
     "train.early_stopping": (0, 100_000),
     "train.ema_decay": (0.0, 1.0),

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from descend.data import RandomShift, Splits, TensorPair, load_dataset
-from descend.errors import CheckpointError, Diverged
+from descend.errors import CheckpointError, ConfigError, Diverged
 from descend.train import Callback, EarlyStopping, Trainer
 from descend.train.trainer import CHECKPOINT, METRICS, WEIGHTS
 
@@ -228,3 +228,26 @@ def test_regression_targets_report_loss_without_accuracy():
     history = trainer.fit()
     assert "val_loss" in history[-1] and "val_accuracy" not in history[-1]
     assert history[-1]["val_loss"] < history[0]["val_loss"]
+
+
+def test_eval_every_evaluates_only_the_chosen_epochs_and_the_last_without_changing_training(tmp_path):
+    from descend.train.callbacks import BestWeights
+
+    data = digits().limited(256, 64)
+    every = make_trainer(data, epochs=5).fit()
+    best = BestWeights(tmp_path / "best.safetensors")
+    trainer = make_trainer(data, epochs=5, eval_every=2, callbacks=[best])
+    sparse = trainer.fit()
+    assert [("val_accuracy" in h, "test_accuracy" in h) for h in sparse] == \
+        [(False, False), (True, True), (False, False), (True, True), (True, True)]
+    for a, b in zip(every, sparse):  # evaluation reads no random numbers and changes no weights
+        assert a["train_loss"] == b["train_loss"]
+        for key in ("val_accuracy", "test_loss"):
+            if key in b:
+                assert a[key] == b[key]
+    assert best.best_epoch in (2, 4, 5)
+    assert best.best == max(sparse[e - 1]["val_accuracy"] for e in (2, 4, 5))
+    last_only = make_trainer(data, epochs=3, eval_every=0).fit()
+    assert ["val_accuracy" in h for h in last_only] == [False, False, True]
+    with pytest.raises(ConfigError, match="eval_every"):
+        make_trainer(data, eval_every=-1)

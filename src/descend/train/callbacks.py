@@ -35,8 +35,11 @@ from descend.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def _monitored(callback: str, monitor: str, metrics: dict) -> float:
-    """The epoch's value of ``monitor``; a ConfigError naming the metrics there are if the run lacks it."""
+def _monitored(callback: str, monitor: str, metrics: dict, trainer) -> float | None:
+    """The epoch's value of ``monitor`` (None in an epoch the trainer did not evaluate, see its
+    ``eval_every``); a ConfigError naming the metrics there are if the run lacks it."""
+    if not getattr(trainer, "evaluated", True):
+        return None
     if monitor not in metrics:
         raise ConfigError(
             f"{callback} monitors {monitor!r}, which this run does not compute; "
@@ -103,7 +106,9 @@ class EarlyStopping(Callback):
         return value < self.best - self.min_delta
 
     def on_epoch_end(self, trainer, epoch: int, metrics: dict) -> None:
-        value = _monitored("EarlyStopping", self.monitor, metrics)
+        value = _monitored("EarlyStopping", self.monitor, metrics, trainer)
+        if value is None:
+            return
         if self._improved(value):
             self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
             if self.restore_best:
@@ -163,7 +168,9 @@ class BestWeights(Callback):
         self.best_epoch = 0
 
     def on_epoch_end(self, trainer, epoch: int, metrics: dict) -> None:
-        value = _monitored("BestWeights", self.monitor, metrics)
+        value = _monitored("BestWeights", self.monitor, metrics, trainer)
+        if value is None:
+            return
         if value > self.best if self.mode == "max" else value < self.best:
             self.best, self.best_epoch = value, epoch
             if trainer.rank == 0:

@@ -100,6 +100,10 @@ class Trainer:
         quiet: no progress bar and no per-epoch line.
         device: where the model and batches live.
         evaluate_test: also evaluate on the test set each epoch.
+        eval_every: evaluate (validation, and test with ``evaluate_test``) after every
+            ``eval_every``-th epoch and after the last; 0: after the last epoch only.
+            Epochs in between report only training metrics, and monitoring callbacks and
+            the plateau schedule wait for the next evaluation.
         checkpoint: write a resumable checkpoint after every epoch (needs ``run_dir``).
         amp: ``"none"``, ``"bf16"`` or ``"fp16"``: automatic mixed precision for the training
             forward pass (``torch.autocast``); fp16 adds a ``torch.amp.GradScaler`` (not with
@@ -147,6 +151,7 @@ class Trainer:
         quiet: bool = False,
         device: str | torch.device = "cpu",
         evaluate_test: bool = True,
+        eval_every: int = 1,
         checkpoint: bool = True,
         amp: str = "none",
         channels_last: bool = False,
@@ -159,10 +164,10 @@ class Trainer:
             if not (isinstance(data, tuple) and 1 <= len(data) <= 3):
                 raise ConfigError("data must be a Splits or a (train, val, test) tuple of TensorPairs")
             data = Splits(*data)
-        if epochs < 0 or batch_size < 1 or eval_batch_size < 1:
+        if epochs < 0 or batch_size < 1 or eval_batch_size < 1 or eval_every < 0:
             raise ConfigError(
-                f"epochs must be >= 0 and batch sizes >= 1 (got epochs={epochs}, "
-                f"batch_size={batch_size}, eval_batch_size={eval_batch_size})"
+                f"epochs and eval_every must be >= 0 and batch sizes >= 1 (got epochs={epochs}, "
+                f"eval_every={eval_every}, batch_size={batch_size}, eval_batch_size={eval_batch_size})"
             )
         if scheduler_interval not in ("batch", "epoch"):
             raise ConfigError(f"scheduler_interval must be 'batch' or 'epoch', got {scheduler_interval!r}")
@@ -177,7 +182,8 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.seed, self.augment, self.sampler, self.shuffle, self.drop_last = seed, augment, sampler, shuffle, drop_last
         self.batch_step, self.quiet = batch_step, quiet
-        self.evaluate_test, self.checkpoint = evaluate_test, checkpoint
+        self.evaluate_test, self.eval_every, self.checkpoint = evaluate_test, eval_every, checkpoint
+        self.evaluated = False  # whether the current epoch was evaluated (for monitoring callbacks)
         self.needs_closure = bool(getattr(optimizer, "needs_closure", False))
 
         # Devices and precision.
@@ -249,8 +255,10 @@ class Trainer:
             self._call("on_epoch_start", epoch)
             with distributed.collective_errors(self.world_size > 1):
                 metrics = self._train_epoch(epoch)
-                metrics.update(self._evaluate_all())
-            if self.scheduler is not None and hasattr(self.scheduler, "monitor"):  # ReduceLROnPlateau
+                self.evaluated = epoch == self.epochs or (self.eval_every > 0 and epoch % self.eval_every == 0)
+                if self.evaluated:
+                    metrics.update(self._evaluate_all())
+            if self.evaluated and self.scheduler is not None and hasattr(self.scheduler, "monitor"):  # plateau
                 if self.scheduler.monitor not in metrics:
                     raise ConfigError(f"the schedule monitors {self.scheduler.monitor!r}, which this run does not "
                                       f"compute; available: {', '.join(sorted(metrics))}")

@@ -1,0 +1,180 @@
+"""The accuracy frontier on this machine: for each time budget, the best recipe chosen on the
+validation split, then its test accuracy over seeds fixed in advance.
+
+For every budget (training wall time: from the data in memory to the end of the last epoch,
+evaluation not counted, as in ``benchmarks/time_to_accuracy.py``) a short list of candidate
+recipes is tried in two stages, every run in a fresh process:
+
+  selection  each candidate trains once (seed 0) on the book's split, 50,000 training images,
+             and is scored on the 10,000 validation images. The test set is not read
+             (``train.evaluate_test = false``). A candidate whose training took longer than
+             the budget is out; the best validation accuracy among the rest is chosen.
+  final      the chosen candidate trains on each of the fixed seeds, and the test set is read
+             once per run, after the last epoch (``train.eval_every = 0``).
+
+Candidates are bundled configs plus ``--set``-style overrides, so the chosen one is always
+``descend train --config NAME --set ...``. Each run's result is appended to the JSON as soon
+as it ends, and a rerun skips the runs already there (``--out`` doubles as a resume file).
+The table (validation of every candidate; test mean, spread and time of the chosen ones) is
+printed, and the frontier is drawn as test accuracy against budget (``--plot``).
+
+    python benchmarks/frontier.py --budgets 1,3          (the 1- and 3-minute budgets)
+    python benchmarks/frontier.py                        (every budget: hours on 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from descend import bench, build, config as cfg
+from descend.io import atomic_write_json
+
+sys.path.insert(0, str(Path(__file__).parent))
+from time_to_accuracy import _Clock  # noqa: E402  (the same clock for both benchmarks)
+
+SEEDS = (0, 1, 2, 3, 4)  # fixed in advance
+# budget (minutes) -> candidates (bundled config, overrides); every candidate trains on the
+# 50,000 images of the book's split, so that validation can choose among them.
+CANDIDATES: dict[int, list[tuple[str, tuple[str, ...]]]] = {
+    1: [("mnist-99.5", ()), ("mnist-99.5", ("train.epochs=3",)), ("mnist-speedrun", ("train.epochs=6",))],
+    3: [("default", ("train.amp=\"auto\"",)), ("default", ("train.amp=\"auto\"", "train.epochs=14")),
+        ("default", ())],
+    10: [("mnist-fast", ("data.split=\"nndl\"", "data.tta=\"none\"")),
+         ("mnist-fast", ("data.split=\"nndl\"", "data.tta=\"none\"", "train.amp=\"auto\"", "train.epochs=30"))],
+}
+
+
+def run_one(name: str, overrides: list[str], seed: int, read_test: bool) -> dict[str, Any]:
+    """One training run of ``descend train --config NAME --set OVERRIDES`` (no files kept)."""
+    config = cfg.load(name, list(overrides) + [f"seed={seed}", "quiet=true", "train.checkpoint=false",
+                                               "train.eval_every=0", f"train.evaluate_test={str(read_test).lower()}"])
+    splits = build.load_data(config)
+    clock = _Clock()
+    with tempfile.TemporaryDirectory() as tmp:
+        clock.start = time.perf_counter()
+        trainer = build.build_trainer(config, splits, Path(tmp) / "run", seed, data_parallel=False)
+        trainer.callbacks.append(clock)
+        history = trainer.fit()
+    final = history[-1]
+    return {"config": name, "overrides": list(overrides), "seed": seed, "training_wall": clock.trained[-1],
+            "epochs": len(history), "val_accuracy": final.get("val_accuracy"),
+            "test_accuracy": final.get("test_accuracy") if read_test else None}
+
+
+def _key(stage: str, name: str, overrides: list[str] | tuple[str, ...], seed: int) -> str:
+    return f"{stage} | {name} {' '.join(overrides)} | seed {seed}"
+
+
+def _fresh(stage: str, name: str, overrides, seed: int, done: dict[str, Any], out: Path) -> dict[str, Any]:
+    key = _key(stage, name, overrides, seed)
+    if key not in done["runs"]:
+        command = [sys.executable, __file__, "--single", json.dumps([name, list(overrides), seed, stage == "final"])]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise SystemExit(f"{key} failed:\n{result.stderr[-3000:]}")
+        done["runs"][key] = json.loads(result.stdout.strip().splitlines()[-1])
+        atomic_write_json(out, done)
+    r = done["runs"][key]
+    test = "" if r["test_accuracy"] is None else f", test {100 * r['test_accuracy']:.2f}%"
+    print(f"{key}: val {100 * r['val_accuracy']:.2f}%{test}, trained in {r['training_wall']:.1f} s", flush=True)
+    return r
+
+
+def frontier(budgets: list[int], seeds: list[int], out: Path) -> dict[str, Any]:
+    done = json.loads(out.read_text()) if out.exists() else {"runs": {}}
+    done["machine"] = bench.machine()
+    rows = []
+    for minutes in budgets:
+        tried = [_fresh("selection", name, overrides, 0, done, out) for name, overrides in CANDIDATES[minutes]]
+        fits = [r for r in tried if r["training_wall"] <= 60 * minutes]
+        if not fits:
+            rows.append({"budget_min": minutes, "tried": tried, "chosen": None})
+            continue
+        chosen = max(fits, key=lambda r: r["val_accuracy"])
+        finals = [_fresh("final", chosen["config"], chosen["overrides"], s, done, out) for s in seeds]
+        tests = [r["test_accuracy"] for r in finals]
+        rows.append({"budget_min": minutes, "tried": tried, "chosen": chosen, "finals": finals,
+                     "test_mean": statistics.mean(tests), "test_sd": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+                     "test_min": min(tests), "test_max": max(tests),
+                     "wall_mean": statistics.mean(r["training_wall"] for r in finals),
+                     "wall_max": max(r["training_wall"] for r in finals)})
+    done["frontier"] = rows
+    atomic_write_json(out, done)
+    return done
+
+
+def _recipe(r: dict[str, Any]) -> str:
+    return f"`--config {r['config']}" + "".join(f" --set {o}" for o in r["overrides"]) + "`"
+
+
+def table(done: dict[str, Any]) -> str:
+    lines = [f"{done['machine']}; training wall time in seconds (data in memory to the end of the last epoch)",
+             "budget | recipe | validation (seed 0) | s | chosen | test accuracy, mean ± sd (range), seeds | s (mean, max)",
+             "---:|---|---:|---:|:---:|---|---:"]
+    for row in done["frontier"]:
+        for r in row["tried"]:
+            chosen = r == row["chosen"]
+            final = (f"{100 * row['test_mean']:.2f}% ± {100 * row['test_sd']:.2f} ({100 * row['test_min']:.2f}-"
+                     f"{100 * row['test_max']:.2f}), {len(row['finals'])} | {row['wall_mean']:.0f}, {row['wall_max']:.0f}"
+                     if chosen else " | ")
+            over = " (over budget)" if r["training_wall"] > 60 * row["budget_min"] else ""
+            lines.append(f"{row['budget_min']} min | {_recipe(r)} | {100 * r['val_accuracy']:.2f}% | "
+                         f"{r['training_wall']:.0f}{over} | {'yes' if chosen else ''} | {final}")
+    return "\n".join(lines)
+
+
+def plot(done: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in done["frontier"] if r["chosen"] is not None]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.errorbar([r["wall_mean"] / 60 for r in rows], [100 * r["test_mean"] for r in rows],
+                yerr=[100 * r["test_sd"] for r in rows], marker="o", capsize=4, label="chosen recipe: test, mean ± sd")
+    for r in rows:
+        ax.annotate(f"{r['budget_min']} min budget", (r["wall_mean"] / 60, 100 * r["test_mean"]),
+                    textcoords="offset points", xytext=(6, -12), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("training wall time (minutes, 2 CPU cores)")
+    ax.set_ylabel("MNIST test accuracy (%)")
+    ax.set_title("Accuracy frontier: recipes chosen on validation")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as tmp:
+        fig.savefig(tmp.name)
+    Path(tmp.name).replace(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budgets", default=",".join(map(str, CANDIDATES)), help="minutes, of " + str(list(CANDIDATES)))
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="seeds of the final runs, fixed in advance")
+    parser.add_argument("--out", type=Path, default=Path("bench-results/frontier.json"))
+    parser.add_argument("--plot", type=Path, default=Path("bench-results/frontier.png"))
+    parser.add_argument("--single", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.single:  # one run in the fresh process the parent started; its result is the last line
+        name, overrides, seed, read_test = json.loads(args.single)
+        print(json.dumps(run_one(name, overrides, seed, read_test)))
+        return
+    done = frontier([int(b) for b in args.budgets.split(",")], [int(s) for s in args.seeds.split(",")], args.out)
+    print("\n" + table(done))
+    plot(done, args.plot)
+    print(f"saved {args.out} and {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
