@@ -45,8 +45,7 @@ SEEDS = (0, 1, 2, 3, 4)  # fixed in advance
 # 50,000 images of the book's split, so that validation can choose among them.
 CANDIDATES: dict[int, list[tuple[str, tuple[str, ...]]]] = {
     1: [("mnist-99.5", ()), ("mnist-99.5", ("train.epochs=3",)), ("mnist-speedrun", ("train.epochs=6",))],
-    3: [("default", ("train.amp=\"auto\"",)), ("default", ("train.amp=\"auto\"", "train.epochs=14")),
-        ("default", ())],
+    3: [("default", ("train.amp=\"auto\"",)), ("default", ("train.amp=\"auto\"", "train.epochs=11"))],
     10: [("mnist-fast", ("data.split=\"nndl\"", "data.tta=\"none\"")),
          ("mnist-fast", ("data.split=\"nndl\"", "data.tta=\"none\"", "train.amp=\"auto\"", "train.epochs=30"))],
 }

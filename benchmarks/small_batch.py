@@ -15,6 +15,8 @@ network, Nesterov momentum):
   lockstep     K = 5 members of one ensemble in one vmap'd step (descend.models.lockstep),
                2 threads: member-images/s (K x 10 per step)
 
+and where a step's time goes at mini-batch 10 (forward, backward, optimizer step, timed apart
+in a hand-written loop, 2 threads), against the step's arithmetic at the machine's sgemm rate;
 and checks the updates: the parameters after k steps of "now" against "before" (same
 seed and batches; float rounding only), and each lockstep member against the same
 network trained alone (a ladder network without dropout, so the two draw no masks).
@@ -188,6 +190,37 @@ def lockstep_vs_alone(steps: int = 20) -> float:
     return worst
 
 
+def step_breakdown(name: str, steps: int = 200) -> dict[str, float]:
+    """Milliseconds per mini-batch-10 step in forward (with the loss), backward and the optimizer
+    step, timed apart over ``steps`` steps of a hand-written loop (after 20 warm-up steps), and
+    the step's arithmetic (3x the forward FLOPs) at the measured sgemm rate."""
+    from descend import bench
+
+    torch.manual_seed(0)
+    net, optimizer, flat = network(name)
+    opt = optimizer(net.parameters())
+    data = _data((steps + 20) * MBS, flat).train
+    shape = (784,) if flat else (1, 28, 28)
+    clocks = {"forward": 0.0, "backward": 0.0, "step": 0.0}
+    for i, (x, y) in enumerate(zip(data.x.split(MBS), data.y.split(MBS))):
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(net(x), y)
+        t1 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t2 = time.perf_counter()
+        opt.step()
+        t3 = time.perf_counter()
+        if i >= 20:
+            for key, t in zip(clocks, (t1 - t0, t2 - t1, t3 - t2)):
+                clocks[key] += t
+    flops = 3 * bench.forward_flops(net, shape) * MBS
+    row = {f"{k}_ms": 1000 * v / steps for k, v in clocks.items()}
+    row["arithmetic_ms"] = 1000 * flops / bench.sgemm_flops()
+    row["parameters"] = sum(p.numel() for p in net.parameters())
+    return row
+
+
 def table(result: dict[str, Any]) -> str:
     lines = [f"mini-batch {MBS}, {result['threads']} threads; images/s (lockstep: member-images/s, K = {MEMBERS})",
              "network | before | now | now, 1 thread | 2 at once (1 thread each) | lockstep | now / before | "
@@ -200,6 +233,13 @@ def table(result: dict[str, Any]) -> str:
                      f"{r['speedup_lockstep']:.2f}x | {r['now_vs_before']:.1e}")
     lines.append(f"lockstep member vs trained alone (step 4, no dropout, 20 steps): max param diff "
                  f"{result['lockstep_vs_alone']:.1e}")
+    lines += ["", "network | parameters | forward ms | backward ms | optimizer step ms | step ms | "
+              "its arithmetic at sgemm rate, ms", "---|---:|---:|---:|---:|---:|---:"]
+    for r in result["rows"]:
+        b = r["breakdown"]
+        lines.append(f"{r['network']} | {b['parameters']:,} | {b['forward_ms']:.2f} | {b['backward_ms']:.2f} | "
+                     f"{b['step_ms']:.2f} | {b['forward_ms'] + b['backward_ms'] + b['step_ms']:.2f} | "
+                     f"{b['arithmetic_ms']:.2f}")
     return "\n".join(lines)
 
 
@@ -216,6 +256,7 @@ def main() -> None:
     for name in names:
         row = measure(name, images, rounds, threads)
         row.update(same_updates(name))
+        row["breakdown"] = step_breakdown(name, 50 if args.quick else 200)
         result["rows"].append(row)
         print(f"{name}: before {row['before_images_per_s']:.0f} img/s, now {row['now_images_per_s']:.0f}, "
               f"2 at once {row['two_at_once_images_per_s']:.0f}, lockstep {row['lockstep_images_per_s']:.0f}", flush=True)
