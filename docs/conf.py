@@ -40,10 +40,6 @@ myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 
 # -- API reference (autodoc, napoleon, autosummary) --------------------------------------
-autodoc_default_options = {
-    "members": False,
-    "show-inheritance": False,
-}
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_class_signature = "mixed"
