@@ -45,6 +45,8 @@ autodoc_typehints = "signature"
 autodoc_class_signature = "mixed"
 autodoc_preserve_defaults = True
 autoclass_content = "class"
+# Members documented only by their own docstrings (not torch.nn.Module.forward's, say).
+autodoc_inherit_docstrings = False
 autosummary_generate = False
 add_module_names = False
 python_display_short_literal_types = True
