@@ -1,7 +1,7 @@
 """Parameter initialization strategies, Deep Learning sec. 8.4.
 
 Weights (each function fills a tensor in place and returns it; ``m`` is the fan-in,
-``n`` the fan-out; for a convolution kernel (O, C, k1, k2) they are C k1 k2 and O k1 k2)::
+``n`` the fan-out; for a convolution kernel (O, C, k1, k2) they are C k1 k2 and O k1 k2):
 
     uniform_           U(-g/sqrt(m), g/sqrt(m))                      the first heuristic of sec. 8.4
     normalized_        U(-g sqrt(6/(m+n)), g sqrt(6/(m+n)))          eq. 8.23 (Glorot & Bengio 2010)
@@ -65,7 +65,7 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
 
 
 def fans(w: Tensor) -> tuple[int, int]:
-    """(fan-in m, fan-out n) of a weight of shape ``(out, in, *kernel)``."""
+    """(fan-in m, fan-out n) of a weight of shape (out, in, *kernel)."""
     if w.dim() < 2:
         raise ShapeError(
             f"weight initialization needs a matrix or a kernel stack (>= 2 dims), got shape {tuple(w.shape)}; "
@@ -300,13 +300,11 @@ def lsuv_(
     """Layer-sequential unit-variance initialization (Mishkin & Matas 2015; sec. 8.4's
     "look at the range or standard deviation of activations ... on a single minibatch").
 
-    Algorithm (their Algorithm 1)::
-
+    Algorithm (their Algorithm 1):
         pre-initialize every linear/conv layer with orthonormal matrices (``pre_init``)
         for each layer L, in forward order:
             repeat: v = Var(output of L on the batch x); W_L <- W_L / sqrt(v)
             until |v - 1| < tol or max_iter rescalings
-
     then each layer's output has unit variance on ``x`` (times ``gain^2``, if given; the
     target variance is gain^2). The model runs in evaluation mode (no dropout noise; batch norm
     uses its running statistics, which are the identity before training).

@@ -55,7 +55,7 @@ class Pool(nn.Module):
 
 
 class GlobalPool(nn.Module):
-    """Pool each whole feature map to one number, ``(N, C, *spatial)`` -> (N, C) (fig. 9.11 right)."""
+    """Pool each whole feature map to one number, (N, C, *spatial) -> (N, C) (fig. 9.11 right)."""
 
     def __init__(self, kind: str = "avg") -> None:
         super().__init__()

@@ -53,7 +53,7 @@ class BFGS(LineSearchOptimizer):
     line search failed) is skipped.
 
     Args: as ``NonlinearCG`` (lr scales the first trial step; max_iter / max_eval per
-    ``step``; tolerance_grad on ``max |g_i|``; tolerance_change on loss and step), plus
+    ``step``; tolerance_grad on max |g_i|; tolerance_change on loss and step), plus
     ``initial_scaling`` (eq. 6.20; False keeps M_0 = I as SciPy does).
 
     Where SciPy differs: ``minimize(method="BFGS")`` keeps M_0 = I, forms the update with

@@ -57,7 +57,7 @@ class NonlinearCG(LineSearchOptimizer):
             the period after which CG on a quadratic has converged).
         restart_threshold: Powell's nu (0.2); None disables the orthogonality test.
         max_iter / max_eval: iterations / closure calls per ``step`` (as torch's LBFGS).
-        tolerance_grad: stop when ``max |g_i| <= tolerance_grad``.
+        tolerance_grad: stop when max |g_i| <= tolerance_grad.
         tolerance_change: stop when the loss or the step changes by less than this.
         line_search: "strong-wolfe", or "exact", the analytic step of Algorithm 8.9 for a
             quadratic (epsilon* = -g.rho / rho^T H rho, with H rho from the gradient at

@@ -104,7 +104,7 @@ def block_coordinate_descent(
     """Cycle through ``block_minimizers`` (each minimizes the objective over its block in place).
 
     Returns the objective before the first sweep and after every block update; stops
-    when a whole sweep lowers it by <= ``tol`` (relative to ``max(1, |J|)``).
+    when a whole sweep lowers it by <= ``tol`` (relative to max(1, |J|)).
     """
     if sweeps < 0:
         raise ConfigError(f"Invalid sweeps: {sweeps}; sweeps must be >= 0")
@@ -212,7 +212,7 @@ def sparse_coding(X: Tensor, n_atoms: int, iterations: int = 20, *, sparsity: fl
     over H (``sparse_codes``, warm-started) then over W (``dictionary_least_squares``), by
     ``block_coordinate_descent``; both are exact block minimizations, so the recorded
     objective is non-increasing (up to the round-off of the least-squares solve). Stops
-    after ``iterations`` or when an iteration lowers J by ``<= tol * max(1, |J|)``.
+    after ``iterations`` or when an iteration lowers J by <= tol * max(1, |J|).
     """
     _check_shapes(X)
     if n_atoms < 1:

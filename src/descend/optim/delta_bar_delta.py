@@ -33,7 +33,7 @@ class DeltaBarDelta(FirstOrderOptimizer):
     ``lr * kappa`` on the rate (the reference test transcribes it in that form). The first
     step has ``bar_delta = 0`` and leaves the gains at 1. torch has no delta-bar-delta;
     its closest relative is ``torch.optim.Rprop`` (sign-based, multiplicative increase,
-    step sizes independent of ``|g|``).
+    step sizes independent of |g|).
 
     Args:
         params: parameters or param-group dicts.

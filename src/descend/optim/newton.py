@@ -257,9 +257,9 @@ class SaddleFreeNewton(Newton):
         Delta = -[|H| + alpha I]^{-1} g = -Q diag(1 / (|lambda| + alpha)) Q^T g
 
     Newton's step rescales each eigen-direction by 1/lambda: where lambda < 0 it moves
-    uphill, towards the saddle point. Using ``|lambda|`` keeps Newton's rescaling but always
+    uphill, towards the saddle point. Using |lambda| keeps Newton's rescaling but always
     moves downhill. The adaptive rule (as ``Newton``) uses the model
-    ``g.Delta + Delta^T |H| Delta / 2``; directions with ``|lambda| + alpha = 0`` are left out
+    g.Delta + Delta^T |H| Delta / 2; directions with |lambda| + alpha = 0 are left out
     (pseudo-inverse). Arguments as ``Newton``; ``damping`` defaults to 0. Where PyTorch
     differs: PyTorch has no saddle-free Newton. Full-batch, small models, single-process
     (DDP does not all-reduce the second backward pass that forms H).

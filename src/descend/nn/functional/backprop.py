@@ -43,7 +43,7 @@ def _batched(t: Tensor, spatial: int, name: str) -> tuple[Tensor, bool]:
 def c(K: Tensor, V: Tensor, s: int | Sequence[int] = 1) -> Tensor:
     """Forward convolution c(K, V, s) of eq. 9.8: "valid" cross-correlation with stride s.
 
-    K: ``(O, C, *k)``; V: ``(C, *spatial)`` or ``(N, C, *spatial)``. Same numbers as
+    K: (O, C, *k); V: (C, *spatial) or (N, C, *spatial). Same numbers as
     ``torch.nn.functional.conv2d(V, K, stride=s)``.
     """
     spatial = K.dim() - 2
@@ -56,7 +56,7 @@ def g(G: Tensor, V: Tensor, s: int | Sequence[int] = 1,
       kernel_size: int | Sequence[int] | None = None) -> Tensor:
     """Kernel gradient g(G, V, s) of eq. 9.11: dJ/dK given G = dJ/dZ for Z = c(K, V, s).
 
-    G: ``(O, *out)`` or ``(N, O, *out)``; V: ``(C, *spatial)`` or ``(N, C, *spatial)`` (summed over the
+    G: (O, *out) or (N, O, *out); V: (C, *spatial) or (N, C, *spatial) (summed over the
     batch). ``kernel_size`` is needed because under a stride several kernel sizes give
     the same output size; the default is the largest, spatial - (out - 1) * s. Tensors
     are 2D images unless ``kernel_size`` is a tuple, whose length gives the number of
@@ -100,7 +100,7 @@ def h(K: Tensor, G: Tensor, s: int | Sequence[int] = 1,
       input_size: Sequence[int] | None = None) -> Tensor:
     """Input gradient h(K, G, s) of eqs. 9.12-9.13: dJ/dV given G = dJ/dZ, Z = c(K, V, s).
 
-    K: ``(O, C, *k)``; G: ``(O, *out)`` or ``(N, O, *out)``. As sec. 9.5 warns, several input sizes
+    K: (O, C, *k); G: (O, *out) or (N, O, *out). As sec. 9.5 warns, several input sizes
     give the same output size under a stride, so the original spatial size can be passed
     as ``input_size``; the default is the smallest, (out - 1) * s + k. This is the
     transpose convolution (``conv_transpose``) and also the decoder R = h(K, H, s) of eq. 9.14.

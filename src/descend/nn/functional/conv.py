@@ -168,7 +168,7 @@ def correlate(
 ) -> Tensor:
     """Multi-channel cross-correlation with stride, eqs. 9.6-9.8 (what torch calls conv).
 
-    x: ``(N, C, *spatial)`` with 1, 2 or 3 spatial axes; kernel: ``(O, C/groups, *k)``;
+    x: (N, C, *spatial) with 1, 2 or 3 spatial axes; kernel: (O, C/groups, *k);
     bias: (O,) shared over positions, or None. ``groups`` > 1 connects the g-th block of
     output channels only to the g-th block of input channels (fig. 9.15).
     Differs from ``torch.nn.functional.conv2d`` only in accepting "full" and uneven
@@ -261,7 +261,7 @@ def conv_transpose(
 
     The input-gradient operation h(K, G, s) of eqs. 9.12-9.13, used as a layer for
     upsampling and reconstruction (eq. 9.14). ``kernel`` has the shape of the forward
-    correlation's kernel, ``(C_fwd_out, C_fwd_in / groups, *k)`` = ``(x channels, out channels / groups, *k)``,
+    correlation's kernel, (C_fwd_out, C_fwd_in / groups, *k) = (x channels, out channels / groups, *k),
     the layout of ``torch.nn.functional.conv_transpose2d``. ``padding`` is the forward
     correlation's padding, removed from the result. Several input sizes give the same
     output size under a stride, so as the book says the original size can be given

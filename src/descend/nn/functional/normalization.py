@@ -37,7 +37,7 @@ def batch_norm(
     momentum: float = 0.1,
     delta: float = 1e-5,
 ) -> Tensor:
-    """Normalize (N, D) or ``(N, C, *spatial)`` per feature / channel, eqs. 8.35-8.37.
+    """Normalize (N, D) or (N, C, *spatial) per feature / channel, eqs. 8.35-8.37.
 
     Training: mu and sigma from this minibatch (over the batch and spatial axes),
     differentiated through; if running buffers are given they are updated in place,

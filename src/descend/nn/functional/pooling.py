@@ -172,7 +172,7 @@ def pool(x: Tensor, kind: str, kernel_size, stride=None, partial: bool = True,
 
 
 def global_pool(x: Tensor, kind: str = "avg") -> Tensor:
-    """Global pooling over all spatial positions: ``(N, C, *spatial)`` -> (N, C).
+    """Global pooling over all spatial positions: (N, C, *spatial) -> (N, C).
 
     Fig. 9.11 (right): "averaging a feature map down to a single value provides the
     argument to the softmax classifier".
@@ -194,7 +194,7 @@ def channel_pool(x: Tensor, pool_size: int, kind: str = "max") -> Tensor:
 
     With "max" these are maxout units (Goodfellow et al. 2013): pooling over the outputs of
     separately parametrized filters lets the features "learn which transformations to
-    become invariant to" (sec. 9.3, fig. 9.9). ``(N, C, *spatial)`` -> ``(N, C / pool_size, *spatial)``.
+    become invariant to" (sec. 9.3, fig. 9.9). (N, C, *spatial) -> (N, C / pool_size, *spatial).
     """
     if x.dim() < 2:
         raise ShapeError(f"channel_pool expects (batch, channels, ...), got {tuple(x.shape)}")
@@ -238,7 +238,7 @@ def adaptive_regions(size: int, regions: int, device=None) -> Tensor:
 
 
 def adaptive_pool(x: Tensor, output_size: int | Sequence[int], kind: str = "max") -> Tensor:
-    """Pool ``(N, C, *spatial)`` to a fixed number of regions per axis, whatever the input size.
+    """Pool (N, C, *spatial) to a fixed number of regions per axis, whatever the input size.
 
     Kinds "max", "avg" and "l2". Rectangular regions are products of per-axis intervals,
     so each axis is reduced in turn with a (regions x length) membership mask: a

@@ -62,8 +62,8 @@ def conv_matrix(
 ) -> Tensor:
     """The dense matrix of a strided, padded multi-channel correlation (eqs. 9.7-9.8).
 
-    kernel: ``(O, C, *k)``; input_size: the spatial size of one input channel. Returns M of
-    shape (O * prod(out), C * prod(input_size)) such that, for x of shape ``(C, *input_size)``,
+    kernel: (O, C, *k); input_size: the spatial size of one input channel. Returns M of
+    shape (O * prod(out), C * prod(input_size)) such that, for x of shape (C, *input_size),
     ``M @ x.flatten()`` equals ``correlate(x[None], kernel, stride=..., padding=...).flatten()``.
     With ``flip=True`` it is the matrix of true convolution (eq. 9.5).
 
