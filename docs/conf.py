@@ -48,6 +48,15 @@ autoclass_content = "class"
 # Members documented only by their own docstrings (not torch.nn.Module.forward's, say).
 autodoc_inherit_docstrings = False
 autosummary_generate = False
+# The summary tables cut a docstring at its first sentence; "eq. 8.14" and "sec. 9.3" do
+# not end one.
+import sphinx.ext.autosummary as _autosummary  # noqa: E402
+
+_autosummary.WELL_KNOWN_ABBREVIATIONS = tuple(_autosummary.WELL_KNOWN_ABBREVIATIONS) + tuple(
+    before + word
+    for word in ("eq.", "eqs.", "sec.", "secs.", "fig.", "figs.", "Alg.", "Algs.", "ch.", "cf.", "approx.")
+    for before in (" ", "(")
+)
 add_module_names = False
 python_display_short_literal_types = True
 
