@@ -1,5 +1,7 @@
 """Data sets and transforms.
 
+::
+
     load_dataset(name, split=..., data_dir=..., verify=True)   every data set, one call;
                                                                 MNIST ships with the package
     read_idx(path), read_idx_header(path)                       the MNIST file format, bounded

@@ -78,7 +78,7 @@ class Preprocess(nn.Module):
 
     @torch.no_grad()
     def fit(self, x: Tensor, chunk: int = 8192) -> "Preprocess":
-        """Fit the statistics on the training inputs ``x`` (n, *input_shape); returns self."""
+        """Fit the statistics on the training inputs ``x`` ``(n, *input_shape)``; returns self."""
         if tuple(x.shape[1:]) != self.input_shape:
             raise ShapeError(f"Preprocess was built for inputs of shape {self.input_shape}, got {tuple(x.shape[1:])}")
         n = len(x)

@@ -1,5 +1,7 @@
 """Training: the one loop (Trainer) and what plugs into it.
 
+::
+
     Trainer                                  the training loop (Algorithm 8.1 and all around it)
     Callback, EarlyStopping, AveragedEvaluation, BestWeights   callbacks (sec. 7.8, 8.7.3)
     CSVLogger, TensorBoardLogger             per-epoch logs beside metrics.jsonl

@@ -173,7 +173,7 @@ class StochasticCurriculum:
     The examples are split by score into the easiest ``easy_fraction`` (E) and the rest
     (H). Each of the epoch's n draws comes from H with probability h(e) and from E
     otherwise, uniformly within the part (with replacement). h rises linearly from
-    ``start_hard_share`` at epoch 1 to the natural share |H| / n at ``ramp_epochs``, where
+    ``start_hard_share`` at epoch 1 to the natural share ``|H| / n`` at ``ramp_epochs``, where
     sampling has become uniform over the whole training set.
     """
 
