@@ -40,23 +40,35 @@ __all__ = ["SDLM", "sdlm"]
 class SDLM(torch.optim.Optimizer):
     r"""Stochastic diagonal Levenberg-Marquardt, minibatch, per-parameter learning rates.
 
-    .. code-block:: text
+    .. math::
 
-        input: lr, mu > 0, beta in [0, 1), h = 0
-        each step (minibatch):
-            g = grad J(theta)                                    (the closure)
-            every ``update_every`` steps:  t <- t + 1
-                d = z * (H z), z_i = +-1        (exact H z if the closure back-propagated with
-                                                 create_graph=True, else a finite difference
-                                                 (g(theta + eps z) - g) / eps: one more closure call)
-                h <- beta h + (1 - beta) d
-            theta <- theta - lr g / (mu + |h| / (1 - beta^t))
+        \begin{aligned}
+        &\textbf{Require: } \text{step size } \epsilon \text{, damping } \mu > 0 \text{, }
+            \beta \in [0, 1) \text{; } h \leftarrow 0,\ t \leftarrow 0 \\
+        &\textbf{for } \text{each minibatch } \textbf{do} \\
+        &\quad g \leftarrow \nabla_\theta J(\theta) && \text{the closure} \\
+        &\quad \textbf{every } \texttt{update\_every} \text{ steps:} \\
+        &\qquad t \leftarrow t + 1 \\
+        &\qquad d \leftarrow z \odot (H z),\quad z_i = \pm 1 \text{ (Rademacher)}
+            && \text{Hutchinson's estimate of } \operatorname{diag}(H) \\
+        &\qquad h \leftarrow \beta h + (1 - \beta) d \\
+        &\quad \theta \leftarrow \theta - \frac{\epsilon}{\mu + |h| / (1 - \beta^t)} \odot g
+            && \text{element-wise} \\
+        &\textbf{end for}
+        \end{aligned}
+
+    :math:`Hz` is exact if the closure back-propagated with ``create_graph=True``, else the
+    finite difference :math:`(g(\theta + \epsilon' z) - g(\theta)) / \epsilon'` (one more
+    closure call). Each parameter's rate :math:`\epsilon / (\mu + |h_{kk}|)` is bounded by
+    :math:`\epsilon / \mu` where the curvature is small: Newton's method (eq. 8.27) with the
+    Hessian replaced by its damped diagonal (eq. 8.28 per coordinate).
 
     Args:
         params: parameters or parameter groups.
-        lr: the global step size (epsilon in LeCun et al.).
-        mu: the damping (> 0); the largest rate any parameter gets is lr / mu.
-        beta: running-average factor of the diagonal estimate.
+        lr: the global step size (:math:`\epsilon` in LeCun et al.).
+        mu: the damping :math:`\mu` (> 0); the largest rate any parameter gets is
+            :math:`\epsilon / \mu`.
+        beta: running-average factor :math:`\beta` of the diagonal estimate.
         update_every: re-estimate the diagonal every this many steps.
         seed: seeds the Rademacher vectors (a fresh generator per estimate, seeded by
             (seed, t), so a run resumed from a checkpoint draws the same z).
