@@ -61,10 +61,21 @@ def coordinate_descent(
     blocks: Sequence[Sequence[int]] | None = None,
     tol: float = 0.0,
 ) -> tuple[Tensor, list[float]]:
-    """(Block) coordinate descent on J(x) = 1/2 x^T A x - b^T x, A symmetric positive definite.
+    r"""(Block) coordinate descent (sec. 8.7.2) on a quadratic, :math:`A` symmetric positive
+    definite:
 
-    One sweep minimizes J exactly over each block B in turn, the others fixed:
-    x_B <- A_BB^{-1} (b_B - A_{B,rest} x_rest). ``blocks`` defaults to single coordinates
+    .. math::
+
+        J(x) = \frac{1}{2} x^\top A x - b^\top x.
+
+    One sweep minimizes :math:`J` exactly over each block :math:`B` in turn, the others
+    (:math:`R`, the rest) fixed:
+
+    .. math::
+
+        x_B \leftarrow A_{BB}^{-1} (b_B - A_{BR}\, x_R).
+
+    ``blocks`` defaults to single coordinates
     (Gauss-Seidel). The sweep is sequential by definition (each block sees the updates
     before it); each block update is vectorized. Returns x and J after each sweep
     (J before the first sweep at index 0); stops early when a sweep lowers J by <= ``tol``.
@@ -101,10 +112,17 @@ def block_coordinate_descent(
     sweeps: int,
     tol: float = 0.0,
 ) -> list[float]:
-    """Cycle through ``block_minimizers`` (each minimizes the objective over its block in place).
+    r"""Cycle through ``block_minimizers`` (each minimizes the objective over its block in place).
+
+    Block coordinate descent (sec. 8.7.2): for blocks :math:`x_{B_1}, \dots, x_{B_n}` of the
+    variables, one sweep is
+
+    .. math::
+
+        x_{B_j} \leftarrow \operatorname*{arg\,min}_{x_{B_j}} J(x), \qquad j = 1, \dots, n.
 
     Returns the objective before the first sweep and after every block update; stops
-    when a whole sweep lowers it by <= ``tol`` (relative to max(1, |J|)).
+    when a whole sweep lowers it by <= ``tol`` (relative to :math:`\max(1, |J|)`).
     """
     if sweeps < 0:
         raise ConfigError(f"Invalid sweeps: {sweeps}; sweeps must be >= 0")
@@ -205,14 +223,23 @@ class SparseCodingResult:
 def sparse_coding(X: Tensor, n_atoms: int, iterations: int = 20, *, sparsity: float = 1.0, weight_decay: float = 0.0,
                   code_sweeps: int = 50, tol: float = 0.0, W0: Tensor | None = None,
                   generator: torch.Generator | None = None) -> SparseCodingResult:
-    """Sparse coding (eq. 8.38) by block coordinate descent: alternately H, then W.
+    r"""Sparse coding (eq. 8.38) by block coordinate descent: alternately H, then W.
+
+    Minimizes (with :math:`\lambda` = ``sparsity``, :math:`\mu` = ``weight_decay``; the book's
+    eq. 8.38 is :math:`\lambda = 1, \mu = 0`)
+
+    .. math::
+
+        J(H, W) = \lambda \sum_{i,j} |H_{i,j}| + \sum_{i,j} \bigl(X - W^\top H\bigr)_{i,j}^2
+            + \mu \sum_{i,j} W_{i,j}^2.
 
     H starts at 0, W at ``W0`` or at randomly chosen examples scaled to unit norm (plus a
     little noise, so that no two atoms coincide). Each iteration minimizes
     over H (``sparse_codes``, warm-started) then over W (``dictionary_least_squares``), by
     ``block_coordinate_descent``; both are exact block minimizations, so the recorded
     objective is non-increasing (up to the round-off of the least-squares solve). Stops
-    after ``iterations`` or when an iteration lowers J by <= tol * max(1, |J|).
+    after ``iterations`` or when an iteration lowers :math:`J` by
+    :math:`\le \texttt{tol} \cdot \max(1, |J|)`.
     """
     _check_shapes(X)
     if n_atoms < 1:

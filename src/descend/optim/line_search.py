@@ -124,11 +124,19 @@ def strong_wolfe(
     tolerance_change: float = 1e-9,
     direction_norm: float = 1.0,
 ) -> LineSearchResult:
-    """Find a step a > 0 that satisfies the strong Wolfe conditions along a direction d.
+    r"""Find a step :math:`a > 0` that satisfies the strong Wolfe conditions along a direction
+    :math:`d` (Nocedal & Wright eq. 3.7), with :math:`g = \nabla_\theta J(\theta)`:
 
-    ``phi(a)`` returns (J(theta + a d), grad J(theta + a d) as a flat tensor, its dot with d);
-    ``loss0``, ``grad0`` and ``derivative0`` = g.d < 0 describe a = 0; ``step`` is the first
-    trial. Bracketing (N&W Algorithm 3.5): trials grow by cubic extrapolation (at most 10x)
+    .. math::
+
+        \begin{aligned}
+        J(\theta + a d) &\le J(\theta) + c_1 a\, g^\top d && \text{sufficient decrease} \\
+        |\nabla_\theta J(\theta + a d)^\top d| &\le c_2 |g^\top d| && \text{curvature}
+        \end{aligned}
+
+    ``phi(a)`` returns (:math:`J(\theta + a d)`, :math:`\nabla_\theta J(\theta + a d)` as a
+    flat tensor, its dot with :math:`d`); ``loss0``, ``grad0`` and ``derivative0``
+    :math:`= g^\top d < 0` describe :math:`a = 0`; ``step`` is the first trial. Bracketing (N&W Algorithm 3.5): trials grow by cubic extrapolation (at most 10x)
     until one is too long (sufficient decrease fails, or the loss rose, or is not finite)
     or the slope turns non-negative; then zoom (Algorithm 3.6) shrinks the bracket by
     safeguarded cubic interpolation. At most ``max_evals`` calls of ``phi``. If no point
