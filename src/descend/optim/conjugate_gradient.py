@@ -1,25 +1,34 @@
-"""Nonlinear conjugate gradients (Deep Learning sec. 8.6.2, Algorithm 8.9; cs189 notes).
+r"""Nonlinear conjugate gradients (Deep Learning sec. 8.6.2, Algorithm 8.9; cs189 notes).
 
 Steepest descent with exact line searches zig-zags (fig. 8.6): each new gradient is
 orthogonal to the previous direction and undoes part of its progress. Conjugate
 gradients instead descends along
 
-    rho_t = -g_t + beta_t rho_{t-1}                                      (eq. 8.29)
+.. math::
 
-chosen conjugate to the previous direction (rho_t^T H rho_{t-1} = 0), with
+    \rho_t = -g_t + \beta_t \rho_{t-1} \qquad \text{(8.29)}
 
-    Fletcher-Reeves   beta_t = g_t.g_t / g_{t-1}.g_{t-1}                  (eq. 8.30)
-    Polak-Ribiere     beta_t = (g_t - g_{t-1}).g_t / g_{t-1}.g_{t-1}      (eq. 8.31)
-    PR+               beta_t = max(0, Polak-Ribiere) (Powell, 1986; a negative beta
-                      is a restart), the default, as in SciPy's ``method="CG"``.
+chosen conjugate to the previous direction (:math:`\rho_t^\top H \rho_{t-1} = 0`), with
+
+.. math::
+
+    \begin{aligned}
+    &\text{Fletcher-Reeves:} && \beta_t = \frac{g_t^\top g_t}{g_{t-1}^\top g_{t-1}} && \text{(8.30)} \\
+    &\text{Polak-Ribi\`ere:} && \beta_t = \frac{(g_t - g_{t-1})^\top g_t}{g_{t-1}^\top g_{t-1}} && \text{(8.31)} \\
+    &\text{PR+:} && \beta_t = \max(0, \beta_t^{\text{PR}})
+    \end{aligned}
+
+(PR+: Powell, 1986; a negative :math:`\beta` is a restart), the default, as in SciPy's
+``method="CG"``.
 
 On a k-dimensional positive-definite quadratic with exact line searches this takes at
 most k line searches (sec. 8.6.2). On a network's loss ("nonlinear conjugate
-gradients") the directions drift from conjugacy, so the method restarts (beta_t = 0):
-every ``restart_every`` iterations ("for example if t is a multiple of some constant k",
-Algorithm 8.9), and when conjugacy is visibly lost, i.e. consecutive gradients are far
-from orthogonal: |g_t.g_{t-1}| >= ``restart_threshold`` * g_t.g_t (Powell's restart,
-Nocedal & Wright eq. 5.52), or when rho_t is not a descent direction.
+gradients") the directions drift from conjugacy, so the method restarts
+(:math:`\beta_t = 0`): every ``restart_every`` iterations ("for example if t is a multiple
+of some constant k", Algorithm 8.9), and when conjugacy is visibly lost, i.e. consecutive
+gradients are far from orthogonal: :math:`|g_t^\top g_{t-1}| \ge \nu\, g_t^\top g_t` with
+:math:`\nu` = ``restart_threshold`` (Powell's restart, Nocedal & Wright eq. 5.52), or when
+:math:`\rho_t` is not a descent direction.
 """
 
 from __future__ import annotations

@@ -1,30 +1,36 @@
-"""Newton's method, damped (Levenberg-Marquardt), truncated (Newton-CG) and saddle-free.
+r"""Newton's method, damped (Levenberg-Marquardt), truncated (Newton-CG) and saddle-free.
 
 Deep Learning sec. 8.6.1: Newton's method minimizes the second-order Taylor model
-(eq. 8.26) at each step, theta* = theta_0 - H^{-1} g (eq. 8.27), iterated as Algorithm 8.8.
+(eq. 8.26) at each step, :math:`\theta^* = \theta_0 - H^{-1} g` (eq. 8.27), iterated as
+Algorithm 8.8.
 It is attracted to any critical point, saddle points included (sec. 8.2.3), and its
 k x k Hessian limits it to small models. Three remedies are here:
 
 * ``Newton``: Algorithm 8.8 with the regularized update of eq. 8.28,
-  theta* = theta_0 - [H + alpha I]^{-1} g (Levenberg-Marquardt), and an adaptive rule for
-  alpha: the ratio rho = (actual change of J) / (change predicted by the model) shrinks
-  alpha when the model is trusted (rho > 3/4) and grows it when not (rho < 1/4); a step
+  :math:`\theta^* = \theta_0 - [H + \alpha I]^{-1} g` (Levenberg-Marquardt), and an adaptive
+  rule for :math:`\alpha`: the ratio :math:`\rho` = (actual change of J) / (change predicted
+  by the model) shrinks :math:`\alpha` when the model is trusted (:math:`\rho > 3/4`) and
+  grows it when not (:math:`\rho < 1/4`); a step
   that does not decrease J is rejected and retried with a larger alpha (Marquardt, 1963;
   Nocedal & Wright sec. 10.3). With ``adaptive=False, damping=0`` it is Algorithm 8.8 as
   printed.
-* ``NewtonCG``: for large models, the Newton system (H + alpha I) p = -g is solved only
-  approximately by linear conjugate gradients on Hessian-vector products (truncated at a
-  residual min(0.5, sqrt||g||) ||g|| or at negative curvature; Nocedal & Wright
-  Algorithm 7.1), H never formed, followed by a strong-Wolfe line search.
-* ``SaddleFreeNewton``: sec. 8.2.3 (Dauphin et al., 2014): with H = Q diag(lambda) Q^T,
-  step -Q diag(1 / (|lambda| + alpha)) Q^T g. Along negative-curvature directions it moves
-  downhill instead of towards the saddle point. Small models (eigen-decomposition).
+* ``NewtonCG``: for large models, the Newton system :math:`(H + \alpha I) p = -g` is solved
+  only approximately by linear conjugate gradients on Hessian-vector products (truncated
+  at a residual :math:`\min(0.5, \sqrt{\lVert g \rVert})\, \lVert g \rVert` or at negative
+  curvature; Nocedal & Wright Algorithm 7.1), :math:`H` never formed, followed by a
+  strong-Wolfe line search.
+* ``SaddleFreeNewton``: sec. 8.2.3 (Dauphin et al., 2014): with
+  :math:`H = Q \operatorname{diag}(\lambda) Q^\top`, step
+  :math:`-Q \operatorname{diag}\bigl(1 / (|\lambda| + \alpha)\bigr) Q^\top g`. Along
+  negative-curvature directions it moves downhill instead of towards the saddle point.
+  Small models (eigen-decomposition).
 
 Exact curvature needs the closure's gradient to carry its graph: call
 ``loss.backward(create_graph=True)`` (or use ``model_closure(..., create_graph=True)``).
 The classes say so with ``needs_create_graph = True``, and descend's Trainer then builds
 such closures itself (in a single process). ``NewtonCG`` also works with an
-ordinary closure, using finite differences of gradients, H v ~ (g(theta + h v) - g(theta)) / h,
+ordinary closure, using finite differences of gradients,
+:math:`H v \approx (g(\theta + h v) - g(\theta)) / h`,
 one extra closure call per product (as SciPy's Newton-CG without ``hessp``).
 """
 
@@ -305,14 +311,16 @@ def truncated_cg(
     tolerance: float | None = None,
     max_iter: int | None = None,
 ) -> tuple[Tensor, int, bool]:
-    """Approximately solve (H + damping I) p = -g by linear CG from p = 0 (N&W Algorithm 7.1).
+    r"""Approximately solve :math:`(H + \alpha I) p = -g` (:math:`\alpha` = ``damping``) by
+    linear CG from :math:`p = 0` (N&W Algorithm 7.1).
 
     Algorithm 8.9 with exact line searches, applied to the quadratic model of eq. 8.26:
-    stops when the residual ||(H + damping I) p + g|| is below ``tolerance`` (default
-    min(0.5, sqrt||g||) ||g||, which gives Newton-CG superlinear convergence), or when a
-    direction of non-positive curvature appears (returns the current p; if that happens at
-    once, -(g^T g / |g^T H g|) g, the steepest-descent step sized by the magnitude of the
-    curvature along g). Returns (p, number of H v products, negative curvature met).
+    stops when the residual :math:`\lVert (H + \alpha I) p + g \rVert` is below ``tolerance``
+    (default :math:`\min(0.5, \sqrt{\lVert g \rVert})\, \lVert g \rVert`, which gives
+    Newton-CG superlinear convergence), or when a direction of non-positive curvature
+    appears (returns the current :math:`p`; if that happens at once,
+    :math:`-\bigl(g^\top g / |g^\top H g|\bigr)\, g`, the steepest-descent step sized by the
+    magnitude of the curvature along :math:`g`). Returns (p, number of H v products, negative curvature met).
     """
     gnorm = float(g.norm())
     if tolerance is None:

@@ -1,24 +1,30 @@
-"""Stochastic diagonal Levenberg-Marquardt (cs189 notes; LeCun, Bottou, Orr & Mueller 1998).
+r"""Stochastic diagonal Levenberg-Marquardt (cs189 notes; LeCun, Bottou, Orr & Mueller 1998).
 
 The cs189 notes list it among the second-order heuristics: "Stochastic Levenberg
 Marquardt: approximates a diagonal Hessian." Each parameter gets its own learning rate
 
-    eta_k = lr / (mu + |h_kk|)
+.. math::
 
-from a running estimate h_kk of the k-th diagonal entry of the Hessian; mu (the
-Levenberg-Marquardt damping of eq. 8.28, per coordinate) keeps the rate bounded by lr/mu
-where the curvature is small. It is Newton's method with the Hessian replaced by its
-diagonal (eq. 8.27 with diag(H) + mu I), on minibatches.
+    \eta_k = \frac{\epsilon}{\mu + |h_{kk}|}
+
+from a running estimate :math:`h_{kk}` of the k-th diagonal entry of the Hessian;
+:math:`\mu` (the Levenberg-Marquardt damping of eq. 8.28, per coordinate) keeps the rate
+bounded by :math:`\epsilon / \mu` where the curvature is small. It is Newton's method with
+the Hessian replaced by its diagonal (eq. 8.27 with :math:`\operatorname{diag}(H) + \mu I`),
+on minibatches.
 
 The diagonal is estimated from the current minibatch, every ``update_every`` steps, by
-Hutchinson's estimator diag(H) ~ z * (H z) with Rademacher z (see
-``descend.optim.curvature.hutchinson_diagonal``), and averaged over steps:
+Hutchinson's estimator :math:`\operatorname{diag}(H) \approx z \odot (H z)` with Rademacher
+:math:`z` (see ``descend.optim.curvature.hutchinson_diagonal``), and averaged over steps:
 
-    h <- beta h + (1 - beta) z * (H z),      used bias-corrected: h / (1 - beta^t)
+.. math::
+
+    h \leftarrow \beta h + (1 - \beta)\, z \odot (H z), \qquad
+    \text{used bias-corrected: } h / (1 - \beta^t).
 
 LeCun et al. use the Gauss-Newton diagonal instead (non-negative by construction); pass
 it to ``step(closure, diagonal=...)`` (e.g. from ``curvature.gauss_newton_diagonal``) and it
-replaces the Hutchinson sample. The absolute value |h| keeps the rate positive where
+replaces the Hutchinson sample. The absolute value :math:`|h|` keeps the rate positive where
 the running estimate is negative (non-convex regions; the saddle-free choice of
 sec. 8.2.3).
 """
