@@ -42,10 +42,10 @@ from descend.nn.functional.local import (
 
 
 def position_major(weight: Tensor) -> Tensor:
-    """The same (O, *out positions, C, *k) tensor, stored position-major in memory.
+    """The same ``(O, *out positions, C, *k)`` tensor, stored position-major in memory.
 
     Values, shape and indexing are unchanged; only the strides differ: memory order is
-    (*out positions, *k, C, O), so each output position's weights are one contiguous
+    ``(*out positions, *k, C, O)``, so each output position's weights are one contiguous
     (k C, O) block. That is the layout in which the locally connected layer's weight
     gradient comes out of its matrix product, so storing the weight this way saves a
     transposing copy of the layer's biggest tensor (one weight per connection) in every

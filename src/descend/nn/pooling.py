@@ -1,12 +1,12 @@
 """Pooling layers (Deep Learning sec. 9.3, figs. 9.8-9.11; Nielsen ch. 6).
 
-``Pool``           max / average / L2 / distance-weighted pooling over k-wide regions
-                   s apart, keeping the partial last region (fig. 9.10); 1D or 2D input.
-``GlobalPool``     one summary per feature map (fig. 9.11 right).
-``AdaptivePool``   a fixed number of regions whatever the input size (fig. 9.11 centre).
-``ChannelPool``    pooling across groups of channels (maxout units).
-``MaxoutConv2d``   separately parametrized filters + a max over them: the learned
-                   invariances of fig. 9.9 (e.g. several rotated "5" detectors).
+* ``Pool``: max / average / L2 / distance-weighted pooling over k-wide regions s apart,
+  keeping the partial last region (fig. 9.10); 1D or 2D input.
+* ``GlobalPool``: one summary per feature map (fig. 9.11 right).
+* ``AdaptivePool``: a fixed number of regions whatever the input size (fig. 9.11 centre).
+* ``ChannelPool``: pooling across groups of channels (maxout units).
+* ``MaxoutConv2d``: separately parametrized filters + a max over them: the learned
+  invariances of fig. 9.9 (e.g. several rotated "5" detectors).
 
 The computations are in ``descend.nn.functional.pooling``; see its docstring for the
 partial-region rule and the differences from ``torch.nn.MaxPool2d`` & co.

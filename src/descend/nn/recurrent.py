@@ -1,13 +1,13 @@
-"""Recurrent networks of Deep Learning ch. 10.1-10.2 and the LSTM of sec. 10.10.
+r"""Recurrent networks of Deep Learning ch. 10.1-10.2 and the LSTM of sec. 10.10.
 
-    RNN                  hidden-to-hidden recurrence, eqs. 10.8-10.9 (fig. 10.3)
-    SequenceToSequence   an output o(t) = c + V h(t) at every step, eq. 10.10; with RNN
-                         and sequence_nll this is the whole network of eqs. 10.8-10.14
-    SequenceToOne        a single output from the final state (fig. 10.5)
-    sequence_nll         the loss of eqs. 10.12-10.14 (softmax of eq. 10.11 inside)
-    OutputRecurrentRNN   output-to-hidden recurrence (fig. 10.4), teacher forcing
-                         (sec. 10.2.1, fig. 10.6), free-running generation, scheduled sampling
-    LSTMCell, LSTM       the gated cell of sec. 10.10 with forget-gate bias 1 (sec. 8.4)
+* ``RNN``: hidden-to-hidden recurrence, eqs. 10.8-10.9 (fig. 10.3)
+* ``SequenceToSequence``: an output :math:`o^{(t)} = c + V h^{(t)}` at every step,
+  eq. 10.10; with ``RNN`` and ``sequence_nll`` this is the whole network of eqs. 10.8-10.14
+* ``SequenceToOne``: a single output from the final state (fig. 10.5)
+* ``sequence_nll``: the loss of eqs. 10.12-10.14 (softmax of eq. 10.11 inside)
+* ``OutputRecurrentRNN``: output-to-hidden recurrence (fig. 10.4), teacher forcing
+  (sec. 10.2.1, fig. 10.6), free-running generation, scheduled sampling
+* ``LSTMCell``, ``LSTM``: the gated cell of sec. 10.10 with forget-gate bias 1 (sec. 8.4)
 
 Conventions. Sequences are batch-first, ``(batch N, time T, features F)``. Every
 recurrent module maps ``(x, state=None)`` to ``(output, state)`` like ``torch.nn.RNN``,
@@ -15,7 +15,7 @@ so a long sequence can be fed in chunks with the state carried over (unfolding i
 same whether the graph is cut or not, sec. 10.1; truncated BPTT in
 ``descend.train.tbptt`` relies on it). Time is a Python loop (the recurrence is
 inherently sequential, sec. 10.2: "each time step may only be computed after the
-previous one"); nothing loops over the batch, and the input projections ``U x(t)`` of
+previous one"); nothing loops over the batch, and the input projections :math:`U x^{(t)}` of
 all steps are one matrix product before the loop.
 
 Backward. ``bptt`` picks how gradients are computed:

@@ -7,14 +7,14 @@ Finally, one can learn the kernels with an unsupervised criterion. For example, 
 et al. (2011) apply k-means clustering to small image patches, then use each learned
 centroid as a convolution kernel."
 
-    random_kernels     Gaussian filters, zero mean and unit norm (Jarrett et al. 2009)
-    edge_kernels       oriented first derivatives of a Gaussian (hand-designed edges)
-    gabor_kernel       the Gabor function of eqs. 9.16-9.18; ``gabor_bank`` a set of them
-    kmeans_kernels     k-means centroids of whitened patches (Coates & Ng), folded with
-                       the whitening into (kernel, bias) so a plain convolution applies them
-    ConvFeatures       a frozen convolution + rectification + pooling feature extractor,
-                       so "one can then extract the features for the entire training set
-                       just once" and train only the classifier on top.
+* ``random_kernels``: Gaussian filters, zero mean and unit norm (Jarrett et al. 2009)
+* ``edge_kernels``: oriented first derivatives of a Gaussian (hand-designed edges)
+* ``gabor_kernel``: the Gabor function of eqs. 9.16-9.18; ``gabor_bank`` a set of them
+* ``kmeans_kernels``: k-means centroids of whitened patches (Coates & Ng), folded with
+  the whitening into (kernel, bias) so a plain convolution applies them
+* ``ConvFeatures``: a frozen convolution + rectification + pooling feature extractor,
+  so "one can then extract the features for the entire training set just once" and
+  train only the classifier on top.
 
 Kernels are (K, C, k, k) tensors in cross-correlation layout (``descend.nn.functional.correlate``).
 """

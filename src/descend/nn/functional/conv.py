@@ -1,27 +1,37 @@
-"""Convolution and cross-correlation in 1, 2 and 3 dimensions (Deep Learning sec. 9.1, 9.5).
+r"""Convolution and cross-correlation in 1, 2 and 3 dimensions (Deep Learning sec. 9.1, 9.5).
 
 The book defines two operations that libraries both call "convolution":
 
-    true convolution    S(i, j) = sum_m sum_n I(i - m, j - n) K(m, n)      eq. 9.5
-    cross-correlation   S(i, j) = sum_m sum_n I(i + m, j + n) K(m, n)      eq. 9.6
+.. math::
+
+    \begin{aligned}
+    &\text{true convolution} && S(i, j) = \sum_m \sum_n I(i - m, j - n) K(m, n) && \text{(9.5)} \\
+    &\text{cross-correlation} && S(i, j) = \sum_m \sum_n I(i + m, j + n) K(m, n) && \text{(9.6)}
+    \end{aligned}
 
 Cross-correlation is convolution with the kernel flipped along every spatial axis;
 ``torch.nn.functional.conv2d`` computes cross-correlation. Multi-channel data and
-kernel stacks follow eq. 9.7, Z[i,j,k] = sum_{l,m,n} V[l, j+m, k+n] K[i,l,m,n]
-(0-based), and the stride s of eq. 9.8 samples every s-th output:
-Z[i,j,k] = sum V[l, j*s+m, k*s+n] K[i,l,m,n].
+kernel stacks follow eq. 9.7, and the stride :math:`s` of eq. 9.8 samples every
+:math:`s`-th output:
 
-Padding (sec. 9.5, fig. 9.13) is one of
-    "valid"   no zeros; output width m - k + 1,
-    "same"    k - 1 zeros, (k-1)//2 before and k//2 after, so the output (stride 1)
-              has the input's width also for even k (MATLAB ``conv2(..., 'same')``
-              and ``torch`` ``padding="same"`` make the same choice),
-    "full"    k - 1 zeros on both sides; output width m + k - 1,
-    an int or a tuple of ints: that many zeros on both sides of each axis.
+.. math::
+
+    Z_{i,j,k} = \sum_{l,m,n} V_{l,\,j+m-1,\,k+n-1} K_{i,l,m,n} \quad \text{(9.7)}, \qquad
+    Z_{i,j,k} = \sum_{l,m,n} V_{l,\,(j-1) \times s + m,\,(k-1) \times s + n} K_{i,l,m,n} \quad \text{(9.8)}.
+
+Padding (sec. 9.5, fig. 9.13), for input width :math:`m` and kernel width :math:`k`, is one of
+
+* "valid": no zeros; output width :math:`m - k + 1`,
+* "same": :math:`k - 1` zeros, :math:`\lfloor (k-1)/2 \rfloor` before and
+  :math:`\lfloor k/2 \rfloor` after, so the output (stride 1) has the input's width also
+  for even :math:`k` (MATLAB ``conv2(..., 'same')`` and ``torch`` ``padding="same"`` make
+  the same choice),
+* "full": :math:`k - 1` zeros on both sides; output width :math:`m + k - 1`,
+* an int or a tuple of ints: that many zeros on both sides of each axis.
 
 The data types of table 9.1 map onto the number of spatial axes: audio (1D, one
 channel), skeleton animation (1D, many channels), spectrograms and colour images (2D),
-volumes and colour video (3D). Tensors are batched, (N, C, *spatial), as in PyTorch;
+volumes and colour video (3D). Tensors are batched, ``(N, C, *spatial)``, as in PyTorch;
 the book omits the batch axis.
 """
 
