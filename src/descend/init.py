@@ -1,17 +1,20 @@
-"""Parameter initialization strategies, Deep Learning sec. 8.4.
+r"""Parameter initialization strategies, Deep Learning sec. 8.4.
 
-Weights (each function fills a tensor in place and returns it; ``m`` is the fan-in,
-``n`` the fan-out; for a convolution kernel (O, C, k1, k2) they are C k1 k2 and O k1 k2):
+Weights (each function fills a tensor in place and returns it; :math:`m` is the fan-in,
+:math:`n` the fan-out; for a convolution kernel (O, C, k1, k2) they are C k1 k2 and O k1 k2):
 
-    uniform_           U(-g/sqrt(m), g/sqrt(m))                      the first heuristic of sec. 8.4
-    normalized_        U(-g sqrt(6/(m+n)), g sqrt(6/(m+n)))          eq. 8.23 (Glorot & Bengio 2010)
-    lecun_normal_      N(0, g^2/m)         lecun_uniform_  U(-g sqrt(3/m), g sqrt(3/m))
-    he_normal_         N(0, 2 g^2/m)       he_uniform_     U(-g sqrt(6/m), g sqrt(6/m))
-    orthogonal_        g Q, Q a Haar-random orthogonal matrix         Saxe et al. (2013)
-    delta_orthogonal_  a kernel that is g Q at its centre, 0 elsewhere (orthogonal convolution)
-    sparse_            exactly k non-zero N(0, g^2) incoming weights per unit   Martens (2010)
-    lsuv_              orthogonal, then each layer rescaled to unit output variance on a
-                       batch of data, layer by layer in forward order     Mishkin & Matas (2015)
+* ``uniform_``: :math:`U(-g/\sqrt{m},\ g/\sqrt{m})`, the first heuristic of sec. 8.4
+* ``normalized_``: :math:`U\bigl(-g\sqrt{6/(m+n)},\ g\sqrt{6/(m+n)}\bigr)`, eq. 8.23
+  (Glorot & Bengio 2010)
+* ``lecun_normal_``: :math:`N(0,\ g^2/m)`; ``lecun_uniform_``: :math:`U(-g\sqrt{3/m},\ g\sqrt{3/m})`
+* ``he_normal_``: :math:`N(0,\ 2g^2/m)`; ``he_uniform_``: :math:`U(-g\sqrt{6/m},\ g\sqrt{6/m})`
+* ``orthogonal_``: :math:`gQ`, :math:`Q` a Haar-random orthogonal matrix (Saxe et al. 2013)
+* ``delta_orthogonal_``: a kernel that is :math:`gQ` at its centre, 0 elsewhere (orthogonal
+  convolution)
+* ``sparse_``: exactly :math:`k` non-zero :math:`N(0, g^2)` incoming weights per unit
+  (Martens 2010)
+* ``lsuv_``: orthogonal, then each layer rescaled to unit output variance on a batch of
+  data, layer by layer in forward order (Mishkin & Matas 2015)
 
 ``calculate_gain`` gives the gain g for a nonlinearity. Biases (sec. 8.4, "initialization
 of other parameters"): zero by default; ``output_bias_from_marginals_`` solves
@@ -43,11 +46,19 @@ NONLINEARITIES = ("linear", "conv", "sigmoid", "tanh", "relu", "leaky_relu", "se
 
 # ----------------------------------------------------------------------------- helpers
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
-    """The gain g that keeps the forward signal's scale through ``nonlinearity`` (sec. 8.4).
+    r"""The gain g that keeps the forward signal's scale through ``nonlinearity`` (sec. 8.4).
 
-    linear/conv/sigmoid 1, tanh 5/3, ReLU sqrt(2) (half the units are off, so twice the
-    variance is needed; He et al. 2015), leaky ReLU sqrt(2 / (1 + a^2)), SELU 3/4; the
-    values of ``torch.nn.init.calculate_gain``. Sec. 8.4 says to treat the scale as a
+    .. math::
+
+        g = \begin{cases}
+        1 & \text{linear, conv, sigmoid} \\
+        5/3 & \tanh \\
+        \sqrt{2} & \text{ReLU (half the units are off, so twice the variance is needed; He et al. 2015)} \\
+        \sqrt{2 / (1 + a^2)} & \text{leaky ReLU of negative slope } a \ (\texttt{param}) \\
+        3/4 & \text{SELU}
+        \end{cases}
+
+    the values of ``torch.nn.init.calculate_gain``. Sec. 8.4 says to treat the scale as a
     hyperparameter "roughly near but not exactly equal to the theoretical predictions".
     """
     if nonlinearity in ("linear", "conv", "sigmoid"):
@@ -65,7 +76,8 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
 
 
 def fans(w: Tensor) -> tuple[int, int]:
-    """(fan-in m, fan-out n) of a weight of shape (out, in, *kernel)."""
+    r"""(fan-in :math:`m`, fan-out :math:`n`) of a weight of shape ``(out, in, *kernel)``:
+    :math:`m = \text{in} \cdot \prod \text{kernel}`, :math:`n = \text{out} \cdot \prod \text{kernel}`."""
     if w.dim() < 2:
         raise ShapeError(
             f"weight initialization needs a matrix or a kernel stack (>= 2 dims), got shape {tuple(w.shape)}; "
@@ -94,9 +106,13 @@ def _normal(w: Tensor, std: float, generator: torch.Generator | None) -> Tensor:
 
 # ----------------------------------------------------------------------------- dense schemes
 def uniform_(w: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-    """W_ij ~ U(-g/sqrt(m), g/sqrt(m)), m the fan-in: the first heuristic of sec. 8.4.
+    r"""The first heuristic of sec. 8.4, with :math:`m` the fan-in and :math:`g` the gain:
 
-    Variance g^2 / (3m). (torch's default for Linear/Conv is this with g = 1, written as
+    .. math::
+
+        W_{i,j} \sim U\Bigl(-\frac{g}{\sqrt{m}}, \frac{g}{\sqrt{m}}\Bigr).
+
+    Variance :math:`g^2 / (3m)`. (torch's default for Linear/Conv is this with g = 1, written as
     ``kaiming_uniform_(a=sqrt(5))``.)
     """
     m, _ = fans(w)
@@ -104,10 +120,15 @@ def uniform_(w: Tensor, gain: float = 1.0, generator: torch.Generator | None = N
 
 
 def normalized_(w: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-    """Normalized initialization, eq. 8.23: W_ij ~ U(-g sqrt(6/(m+n)), g sqrt(6/(m+n))).
+    r"""Normalized initialization, eq. 8.23 (with gain :math:`g`; the text has :math:`g = 1`):
 
-    Glorot & Bengio (2010): variance 2 g^2/(m+n), a compromise between equal activation
-    variance (1/m) and equal gradient variance (1/n) in every layer of a linear chain.
+    .. math::
+
+        W_{i,j} \sim U\Bigl(-g\sqrt{\frac{6}{m+n}},\ g\sqrt{\frac{6}{m+n}}\Bigr).
+
+    Glorot & Bengio (2010): variance :math:`2 g^2/(m+n)`, a compromise between equal activation
+    variance (:math:`1/m`) and equal gradient variance (:math:`1/n`) in every layer of a
+    linear chain.
     Same as ``torch.nn.init.xavier_uniform_``.
     """
     m, n = fans(w)
@@ -115,27 +136,49 @@ def normalized_(w: Tensor, gain: float = 1.0, generator: torch.Generator | None 
 
 
 def lecun_normal_(w: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-    """LeCun et al. (1998, "Efficient BackProp"): W_ij ~ N(0, g^2/m), unit output variance
-    for unit-variance inputs of a linear unit (``kaiming_normal_(nonlinearity="linear")``)."""
+    r"""LeCun et al. (1998, "Efficient BackProp"):
+
+    .. math::
+
+        W_{i,j} \sim N\Bigl(0, \frac{g^2}{m}\Bigr),
+
+    unit output variance for unit-variance inputs of a linear unit
+    (``kaiming_normal_(nonlinearity="linear")``)."""
     m, _ = fans(w)
     return _normal(w, _check_gain(gain) / math.sqrt(m), generator)
 
 
 def lecun_uniform_(w: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-    """LeCun's variance g^2/m with a uniform distribution: U(-g sqrt(3/m), g sqrt(3/m))."""
+    r"""LeCun's variance :math:`g^2/m` with a uniform distribution:
+
+    .. math::
+
+        W_{i,j} \sim U\Bigl(-g\sqrt{\frac{3}{m}},\ g\sqrt{\frac{3}{m}}\Bigr).
+    """
     m, _ = fans(w)
     return _uniform(w, _check_gain(gain) * math.sqrt(3.0 / m), generator)
 
 
 def he_normal_(w: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-    """He et al. (2015): N(0, 2 g^2/m), LeCun's variance doubled for ReLU units (which zero
-    half of their inputs); ``kaiming_normal_(nonlinearity="relu")`` for g = 1."""
+    r"""He et al. (2015): LeCun's variance doubled for ReLU units (which zero half of their
+    inputs),
+
+    .. math::
+
+        W_{i,j} \sim N\Bigl(0, \frac{2 g^2}{m}\Bigr);
+
+    ``kaiming_normal_(nonlinearity="relu")`` for :math:`g = 1`."""
     m, _ = fans(w)
     return _normal(w, _check_gain(gain) * math.sqrt(2.0 / m), generator)
 
 
 def he_uniform_(w: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-    """He's variance 2 g^2/m with a uniform distribution: U(-g sqrt(6/m), g sqrt(6/m))."""
+    r"""He's variance :math:`2 g^2/m` with a uniform distribution:
+
+    .. math::
+
+        W_{i,j} \sim U\Bigl(-g\sqrt{\frac{6}{m}},\ g\sqrt{\frac{6}{m}}\Bigr).
+    """
     m, _ = fans(w)
     return _uniform(w, _check_gain(gain) * math.sqrt(6.0 / m), generator)
 
@@ -155,11 +198,12 @@ def _haar_orthogonal(rows: int, cols: int, generator, dtype, device) -> Tensor:
 
 
 def orthogonal_(w: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-    """A random orthogonal matrix times the gain g (Saxe et al. 2013, sec. 8.4).
+    r"""A random orthogonal matrix times the gain :math:`g` (Saxe et al. 2013, sec. 8.4):
+    :math:`W = g Q`.
 
-    The weight is viewed as a (out, m) matrix W (a conv kernel (O, C, k, k) as (O, C k k),
-    as ``torch.nn.init.orthogonal_`` does). With out >= m the columns are orthonormal,
-    W^T W = g^2 I; with out <= m the rows are, W W^T = g^2 I. In a deep *linear* network
+    The weight is viewed as a (out, m) matrix :math:`W` (a conv kernel (O, C, k, k) as
+    (O, C k k), as ``torch.nn.init.orthogonal_`` does). With out >= m the columns are
+    orthonormal, :math:`W^\top W = g^2 I`; with out <= m the rows are, :math:`W W^\top = g^2 I`. In a deep *linear* network
     such weights preserve the norm of every signal exactly, forward and backward.
     """
     gain = _check_gain(gain)
@@ -173,10 +217,15 @@ def orthogonal_(w: Tensor, gain: float = 1.0, generator: torch.Generator | None 
 
 
 def delta_orthogonal_(w: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-    """Orthogonal initialization for convolutions (Xiao et al. 2018): the kernel is zero
-    except at its central tap, which is g Q for a random orthogonal (O, C) matrix Q.
+    r"""Orthogonal initialization for convolutions (Xiao et al. 2018): the kernel is zero
+    except at its central tap, which is :math:`g Q` for a random orthogonal (O, C) matrix
+    :math:`Q`:
 
-    At initialization the convolution then maps each position's channel vector by g Q, so
+    .. math::
+
+        K_{:,:,p} = \begin{cases} g Q & p = \text{centre} \\ 0 & \text{otherwise.} \end{cases}
+
+    At initialization the convolution then maps each position's channel vector by :math:`gQ`, so
     with O >= C it preserves the norm of the whole feature map (away from the borders),
     unlike ``orthogonal_``, which only makes the flattened kernel matrix orthogonal.
     Needs odd kernel sizes (a well-defined centre).
@@ -197,8 +246,15 @@ def delta_orthogonal_(w: Tensor, gain: float = 1.0, generator: torch.Generator |
 def sparse_(
     w: Tensor, k: int = 15, gain: float = 1.0, std: float = 1.0, generator: torch.Generator | None = None
 ) -> Tensor:
-    """Sparse initialization (Martens 2010, sec. 8.4): each unit gets exactly ``k`` non-zero
-    incoming weights, drawn from N(0, (g std)^2); the rest are 0.
+    r"""Sparse initialization (Martens 2010, sec. 8.4): each unit :math:`i` gets exactly
+    :math:`k` non-zero incoming weights, drawn from :math:`N\bigl(0, (g \sigma)^2\bigr)` with
+    :math:`\sigma` = ``std``; the rest are 0:
+
+    .. math::
+
+        W_{i,j} \sim N\bigl(0, (g\sigma)^2\bigr) \text{ for } j \in S_i,\quad
+        W_{i,j} = 0 \text{ otherwise},\qquad S_i \subset \{1, \dots, m\},\ |S_i| = k
+        \text{ uniformly at random}.
 
     "The idea is to keep the total amount of input to the unit independent from the number
     of inputs m without making the magnitude of individual weight elements shrink with m."
@@ -297,16 +353,28 @@ def lsuv_(
     pre_init: str = "orthogonal",
     generator: torch.Generator | None = None,
 ) -> list[float]:
-    """Layer-sequential unit-variance initialization (Mishkin & Matas 2015; sec. 8.4's
+    r"""Layer-sequential unit-variance initialization (Mishkin & Matas 2015; sec. 8.4's
     "look at the range or standard deviation of activations ... on a single minibatch").
 
-    Algorithm (their Algorithm 1):
-        pre-initialize every linear/conv layer with orthonormal matrices (``pre_init``)
-        for each layer L, in forward order:
-            repeat: v = Var(output of L on the batch x); W_L <- W_L / sqrt(v)
-            until |v - 1| < tol or max_iter rescalings
-    then each layer's output has unit variance on ``x`` (times ``gain^2``, if given; the
-    target variance is gain^2). The model runs in evaluation mode (no dropout noise; batch norm
+    Algorithm (their Algorithm 1), with :math:`g` = ``gain``:
+
+    .. math::
+
+        \begin{aligned}
+        &\text{pre-initialize every linear/conv layer with orthonormal matrices (}
+            \texttt{pre\_init}\text{)} \\
+        &\textbf{for } \text{each layer } L \text{, in forward order } \textbf{do} \\
+        &\quad v \leftarrow \operatorname{Var}(\text{output of } L \text{ on the batch } x) \\
+        &\quad \textbf{while } |v - g^2| \ge \texttt{tol} \cdot g^2
+            \text{ and fewer than } \texttt{max\_iter} \text{ rescalings } \textbf{do} \\
+        &\qquad W_L \leftarrow \frac{g}{\sqrt{v}}\, W_L \\
+        &\qquad v \leftarrow \operatorname{Var}(\text{output of } L \text{ on the batch } x) \\
+        &\quad \textbf{end while} \\
+        &\textbf{end for}
+        \end{aligned}
+
+    Then each layer's output has variance :math:`g^2` (unit variance for :math:`g = 1`) on
+    ``x``. The model runs in evaluation mode (no dropout noise; batch norm
     uses its running statistics, which are the identity before training).
     Returns the final output variance of each layer, in forward order.
     """
@@ -347,7 +415,9 @@ def lsuv_(
 
 # ----------------------------------------------------------------------------- biases
 def class_marginals(labels: Tensor, num_classes: int | None = None, smoothing: float = 0.0) -> Tensor:
-    """The empirical class distribution c of integer ``labels`` (with ``smoothing`` added to each count)."""
+    r"""The empirical class distribution :math:`c` of integer ``labels`` (with ``smoothing``
+    :math:`\lambda` added to each count): :math:`c_k = (n_k + \lambda) / \sum_j (n_j + \lambda)`,
+    :math:`n_k` the number of labels equal to :math:`k`."""
     labels = torch.as_tensor(labels)
     if labels.dtype in (torch.float16, torch.float32, torch.float64) or labels.dim() != 1 or len(labels) == 0:
         raise ShapeError(f"class_marginals needs a non-empty 1-D tensor of integer labels, got {labels.dtype} "
@@ -361,10 +431,16 @@ def class_marginals(labels: Tensor, num_classes: int | None = None, smoothing: f
 
 @torch.no_grad()
 def output_bias_from_marginals_(bias: Tensor, c: Tensor, activation: str = "softmax") -> Tensor:
-    """Set an output layer's bias so that, with small weights, the output matches the
-    marginal statistics c of the training targets (sec. 8.4): solve softmax(b) = c, i.e.
-    b = log c (softmax is shift-invariant; this b has logsumexp 0), or for sigmoid outputs
-    sigmoid(b) = c, i.e. b = log(c / (1 - c)).
+    r"""Set an output layer's bias so that, with small weights, the output matches the
+    marginal statistics :math:`c` of the training targets (sec. 8.4):
+
+    .. math::
+
+        \operatorname{softmax}(b) = c \;\Leftarrow\; b = \log c, \qquad
+        \sigma(b) = c \;\Leftrightarrow\; b = \log \frac{c}{1 - c}
+
+    (softmax is shift-invariant; this :math:`b` has :math:`\operatorname{logsumexp}(b) = 0`);
+    the second form is for sigmoid outputs.
     """
     c = torch.as_tensor(c, dtype=torch.float64)
     if c.shape != bias.shape:

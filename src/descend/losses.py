@@ -40,17 +40,30 @@ def _one_hot(z: Tensor, y: Tensor) -> Tensor:
 
 
 def softmax_log_likelihood(z: Tensor, y: Tensor) -> Tensor:
-    """Mean of -log softmax(z)_y: the log-likelihood cost of a softmax output layer
-    (``torch.nn.functional.cross_entropy``)."""
+    r"""The log-likelihood cost of a softmax output layer (``torch.nn.functional.cross_entropy``),
+    averaged over the :math:`n` examples:
+
+    .. math::
+
+        C = -\frac{1}{n} \sum_x \log \operatorname{softmax}(z_x)_{y_x}, \qquad
+        \frac{\partial C_x}{\partial z_j} = \operatorname{softmax}(z)_j - t_j,
+
+    with :math:`t` the one-hot target."""
     _one_hot(z, y)
     return F.cross_entropy(z, y)
 
 
 def sigmoid_cross_entropy(z: Tensor, y: Tensor) -> Tensor:
-    """Mean over the batch of -sum_j [t_j log a_j + (1 - t_j) log(1 - a_j)], a = sigmoid(z):
-    independent sigmoid outputs with the cross-entropy cost (NNDL ch. 3, eq. 63).
+    r"""Independent sigmoid outputs with the cross-entropy cost (NNDL ch. 3, eq. 63), averaged
+    over the :math:`n` examples :math:`x`, with :math:`t` the one-hot target:
 
-    Computed from z with ``binary_cross_entropy_with_logits`` (stable for large |z|); torch's
+    .. math::
+
+        C = -\frac{1}{n} \sum_x \sum_j \bigl[ t_j \log a_j + (1 - t_j) \log(1 - a_j) \bigr],
+        \qquad a = \sigma(z), \qquad \frac{\partial C_x}{\partial z_j} = a_j - t_j.
+
+    Computed from :math:`z` with ``binary_cross_entropy_with_logits`` (stable for large
+    :math:`|z|`); torch's
     function averages over n * classes by default, here the classes are summed as in the text.
     """
     t = _one_hot(z, y)
@@ -58,9 +71,16 @@ def sigmoid_cross_entropy(z: Tensor, y: Tensor) -> Tensor:
 
 
 def quadratic(z: Tensor, y: Tensor, output: str = "sigmoid") -> Tensor:
-    """Mean over the batch of 1/2 ||a - t||^2 with a = sigmoid(z) (or ``output="softmax"``):
-    the quadratic cost (NNDL ch. 1-3), whose gradient (a - t) sigma'(z) vanishes on
-    saturated output units."""
+    r"""The quadratic cost (NNDL ch. 1-3), averaged over the :math:`n` examples :math:`x`, with
+    :math:`a = \sigma(z)` (or the softmax with ``output="softmax"``) and :math:`t` the one-hot
+    target:
+
+    .. math::
+
+        C = \frac{1}{2n} \sum_x \lVert a - t \rVert^2, \qquad
+        \frac{\partial C_x}{\partial z_j} = (a_j - t_j)\, \sigma'(z_j) \ \text{(sigmoid)},
+
+    a gradient that vanishes on saturated output units."""
     t = _one_hot(z, y)
     if output == "sigmoid":
         a = torch.sigmoid(z)

@@ -33,24 +33,28 @@ from descend.errors import ConfigError, ShapeError
 
 @dataclass
 class BPTTGradients:
-    """Every gradient of eqs. 10.17-10.21 (and the parameter gradients that follow them).
+    r"""Every gradient of eqs. 10.17-10.21 (and the parameter gradients that follow them).
 
     Batched over N independent sequences. With ``reduction="sum"`` the loss is
-    ``L = sum_n sum_t L_n(t)`` so eq. 10.17 (``dL/dL(t) = 1``) holds literally; with
-    ``"mean"`` every gradient is divided by N.
+    :math:`L = \sum_n \sum_t L_n^{(t)}` so eq. 10.17 (:math:`\partial L / \partial L^{(t)} = 1`)
+    holds literally; with ``"mean"`` every gradient is divided by N.
 
-    Attributes (shapes batch-first, as the modules use them):
+    Shapes are batch-first, as the modules use them.
+
+    Attributes:
         loss: the scalar loss, eqs. 10.12-10.14.
-        y_hat: softmax outputs ``y_hat(t)`` of eq. 10.11, ``(N, T, K)``.
-        h: hidden states ``h(t)`` of eq. 10.9, ``(N, T, H)``.
-        o: ``dL/do(t)``, eq. 10.18, ``(N, T, K)``.
-        h_grad: ``dL/dh(t)``, eqs. 10.19-10.21, ``(N, T, H)`` (the total gradient,
-            through both ``o(t)`` and ``h(t+1)``).
-        a: ``dL/da(t) = diag(1 - h(t)^2) dL/dh(t)``, ``(N, T, H)``.
+        y_hat: softmax outputs :math:`\hat{y}^{(t)}` of eq. 10.11, ``(N, T, K)``.
+        h: hidden states :math:`h^{(t)}` of eq. 10.9, ``(N, T, H)``.
+        o: :math:`\nabla_{o^{(t)}} L`, eq. 10.18, ``(N, T, K)``.
+        h_grad: :math:`\nabla_{h^{(t)}} L`, eqs. 10.19-10.21, ``(N, T, H)`` (the total
+            gradient, through both :math:`o^{(t)}` and :math:`h^{(t+1)}`).
+        a: :math:`\nabla_{a^{(t)}} L = \operatorname{diag}\bigl(1 - (h^{(t)})^2\bigr) \nabla_{h^{(t)}} L`,
+            ``(N, T, H)``.
         c, b, V, W, U: parameter gradients (the book's eqs. 10.22-10.28, just past the
             end of the excerpt; they are the chain rule summed over t, because the
             parameters are shared across time steps, sec. 10.1).
-        h0: ``dL/dh(0)``, the gradient that truncated BPTT would pass to an earlier chunk.
+        h0: :math:`\nabla_{h^{(0)}} L`, the gradient that truncated BPTT would pass to an
+            earlier chunk.
     """
 
     loss: Tensor
@@ -79,7 +83,7 @@ def rnn_bptt(
     h0: Tensor | None = None,
     reduction: str = "sum",
 ) -> BPTTGradients:
-    """Forward eqs. 10.8-10.14, then back-propagation through time, eqs. 10.17-10.21.
+    r"""Forward eqs. 10.8-10.14, then back-propagation through time, eqs. 10.17-10.21.
 
     Args:
         x: inputs ``x(1..tau)``, ``(N, T, F)``.
@@ -91,26 +95,47 @@ def rnn_bptt(
             (divided by the number of sequences N, the convention of
             ``descend.nn.sequence_nll`` and of mini-batch training).
 
-    Forward (eqs. 10.8-10.11), for t = 1..tau::
+    Forward (eqs. 10.8-10.14), for :math:`t = 1, \dots, \tau`:
 
-        a(t) = b + W h(t-1) + U x(t)      h(t) = tanh(a(t))
-        o(t) = c + V h(t)                 y_hat(t) = softmax(o(t))
-        L = - sum_t log y_hat(t)[y(t)]                              (10.12-10.14)
+    .. math::
 
-    Backward::
+        \begin{aligned}
+        a^{(t)} &= b + W h^{(t-1)} + U x^{(t)} && \text{(10.8)} \\
+        h^{(t)} &= \tanh(a^{(t)}) && \text{(10.9)} \\
+        o^{(t)} &= c + V h^{(t)} && \text{(10.10)} \\
+        \hat{y}^{(t)} &= \operatorname{softmax}(o^{(t)}) && \text{(10.11)} \\
+        L &= -\sum_t \log \hat{y}^{(t)}_{y^{(t)}} && \text{(10.12-10.14)}
+        \end{aligned}
 
-        dL/dL(t) = 1                                                (10.17)
-        dL/do(t) = y_hat(t) - onehot(y(t))                          (10.18)
-        dL/dh(tau) = V^T dL/do(tau)                                 (10.19)
-        dL/dh(t) = W^T diag(1 - h(t+1)^2) dL/dh(t+1) + V^T dL/do(t) (10.20-10.21)
+    Backward:
 
-    The excerpt prints eq. 10.21 as ``W^T (dL/dh(t+1)) diag(1 - h(t+1)^2)``; the
-    diagonal Jacobian of tanh acts on the gradient vector before ``W^T``, as written
-    above. In row-vector (batched) form ``W^T v`` is ``v @ W``. Parameter gradients::
+    .. math::
 
-        dL/dc = sum_t dL/do(t)            dL/dV = sum_t dL/do(t) h(t)^T
-        dL/db = sum_t dL/da(t)            dL/dW = sum_t dL/da(t) h(t-1)^T
-        dL/dU = sum_t dL/da(t) x(t)^T     with dL/da(t) = diag(1 - h(t)^2) dL/dh(t)
+        \begin{aligned}
+        \frac{\partial L}{\partial L^{(t)}} &= 1 && \text{(10.17)} \\
+        (\nabla_{o^{(t)}} L)_i &= \hat{y}^{(t)}_i - \mathbf{1}_{i, y^{(t)}} && \text{(10.18)} \\
+        \nabla_{h^{(\tau)}} L &= V^\top \nabla_{o^{(\tau)}} L && \text{(10.19)} \\
+        \nabla_{h^{(t)}} L &= \Bigl(\frac{\partial h^{(t+1)}}{\partial h^{(t)}}\Bigr)^{\!\top} (\nabla_{h^{(t+1)}} L)
+            + \Bigl(\frac{\partial o^{(t)}}{\partial h^{(t)}}\Bigr)^{\!\top} (\nabla_{o^{(t)}} L) && \text{(10.20)} \\
+        &= W^\top \operatorname{diag}\bigl(1 - (h^{(t+1)})^2\bigr) (\nabla_{h^{(t+1)}} L)
+            + V^\top (\nabla_{o^{(t)}} L) && \text{(10.21)}
+        \end{aligned}
+
+    The excerpt prints eq. 10.21 as
+    :math:`W^\top (\nabla_{h^{(t+1)}} L) \operatorname{diag}(1 - (h^{(t+1)})^2)`; the diagonal
+    Jacobian of tanh acts on the gradient vector before :math:`W^\top`, as written above.
+    In row-vector (batched) form :math:`W^\top v` is ``v @ W``. Parameter gradients, with
+    :math:`\nabla_{a^{(t)}} L = \operatorname{diag}\bigl(1 - (h^{(t)})^2\bigr) \nabla_{h^{(t)}} L`:
+
+    .. math::
+
+        \begin{aligned}
+        \nabla_c L &= \sum_t \nabla_{o^{(t)}} L
+        & \nabla_V L &= \sum_t (\nabla_{o^{(t)}} L)\, h^{(t)\top} \\
+        \nabla_b L &= \sum_t \nabla_{a^{(t)}} L
+        & \nabla_W L &= \sum_t (\nabla_{a^{(t)}} L)\, h^{(t-1)\top} \\
+        \nabla_U L &= \sum_t (\nabla_{a^{(t)}} L)\, x^{(t)\top}
+        \end{aligned}
     """
     if reduction not in ("sum", "mean"):
         raise ConfigError(f"Invalid reduction: {reduction!r}; use 'sum' or 'mean'")
@@ -171,7 +196,7 @@ def tanh_rnn_backward(
     grad_hT: Tensor | None = None,
     return_h_grad: bool = False,
 ):
-    """The recursion of eqs. 10.19-10.21 for any gradient arriving directly at each h(t).
+    r"""The recursion of eqs. 10.19-10.21 for any gradient arriving directly at each h(t).
 
     Args:
         direct: ``(T, N, H)``, the gradient on ``h(t)`` from everything except ``h(t+1)``
@@ -186,8 +211,14 @@ def tanh_rnn_backward(
         ``(grad_a, grad_h0)`` (plus ``grad_h`` if asked): ``grad_a[t] = dL/da(t)``, from
         which every parameter gradient is one batched product, and ``dL/dh(0)``.
 
-    Two tensor operations per time step: ``dL/da(t) = dL/dh(t) * (1 - h(t)^2)`` and
-    ``dL/dh(t-1) = direct(t-1) + W^T dL/da(t)`` (one fused ``addmm``).
+    Two tensor operations per time step (:math:`d^{(t)}` = ``direct[t]``):
+
+    .. math::
+
+        \begin{aligned}
+        \nabla_{a^{(t)}} L &= \nabla_{h^{(t)}} L \odot \bigl(1 - (h^{(t)})^2\bigr) \\
+        \nabla_{h^{(t-1)}} L &= d^{(t-1)} + W^\top \nabla_{a^{(t)}} L && \text{one fused addmm}
+        \end{aligned}
     """
     T = h.shape[0]
     dtanh = 1.0 - h * h  # diag(1 - h(t)^2) for every t at once
@@ -215,7 +246,7 @@ def lstm_backward(
     grad_hT: Tensor | None = None,
     grad_sT: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Back-propagation through time for the LSTM of sec. 10.10 (see ``descend.nn.LSTM``).
+    r"""Back-propagation through time for the LSTM of sec. 10.10 (see ``descend.nn.LSTM``).
 
     Args:
         direct: ``(T, N, H)``, gradient arriving at each output ``h(t)`` from outside
@@ -234,12 +265,21 @@ def lstm_backward(
         gate) ``(N, 4H)`` in the order of ``acts`` (a strided view), from which the weight
         gradients are batched products.
 
-    With ``h(t) = q * tanh(s(t))`` and ``s(t) = f * s(t-1) + g * z``::
+    With :math:`h^{(t)} = q \odot \tanh(s^{(t)})` and
+    :math:`s^{(t)} = f \odot s^{(t-1)} + g \odot z` (all products element-wise, :math:`p_x`
+    the pre-activation of gate :math:`x`, :math:`d^{(t)}` = ``direct[t]``):
 
-        dL/ds(t)   += dL/dh(t) * q * (1 - tanh(s(t))^2)
-        dL/dpre_g   = dL/ds(t) * z * g (1 - g)       dL/dpre_f = dL/ds(t) * s(t-1) * f (1 - f)
-        dL/dpre_z   = dL/ds(t) * g * (1 - z^2)       dL/dpre_q = dL/dh(t) * tanh(s(t)) * q (1 - q)
-        dL/ds(t-1)  = dL/ds(t) * f                   dL/dh(t-1) = direct(t-1) + W^T dL/dpre(t)
+    .. math::
+
+        \begin{aligned}
+        \nabla_{s^{(t)}} L &\mathrel{+}= \nabla_{h^{(t)}} L \odot q \odot \bigl(1 - \tanh^2(s^{(t)})\bigr) \\
+        \nabla_{p_g} L &= \nabla_{s^{(t)}} L \odot z \odot g (1 - g)
+        & \nabla_{p_f} L &= \nabla_{s^{(t)}} L \odot s^{(t-1)} \odot f (1 - f) \\
+        \nabla_{p_z} L &= \nabla_{s^{(t)}} L \odot g \odot (1 - z^2)
+        & \nabla_{p_q} L &= \nabla_{h^{(t)}} L \odot \tanh(s^{(t)}) \odot q (1 - q) \\
+        \nabla_{s^{(t-1)}} L &= \nabla_{s^{(t)}} L \odot f
+        & \nabla_{h^{(t-1)}} L &= d^{(t-1)} + W^\top \nabla_{p^{(t)}} L
+        \end{aligned}
 
     Every factor that does not depend on the gradient is computed for all t at once
     before the loop, into a buffer ``[q, g, f, z, f]`` per step: the coefficients of

@@ -1,6 +1,6 @@
 """Convolutional layers: cross-correlation or true convolution, 1D/2D/3D (Deep Learning ch. 9).
 
-``Conv1d`` / ``Conv2d`` / ``Conv3d`` hold a kernel stack K of shape (O, C / groups, *k)
+``Conv1d`` / ``Conv2d`` / ``Conv3d`` hold a kernel stack K of shape ``(O, C / groups, *k)``
 (eq. 9.7) and compute, per example,
 
     Z = c(K, pad(V), s) + b                  (eq. 9.8, cross-correlation, the default)
@@ -56,7 +56,8 @@ def bias_mode(bias: bool | str | None, allowed: Sequence[str] = BIASES) -> str:
 
 
 def fan_in_uniform_(t: Tensor, fan_in: int) -> Tensor:
-    """Fill with U(-1/sqrt(m), 1/sqrt(m)), m = fan-in (sec. 8.4; torch's default for conv)."""
+    r"""Fill with :math:`U(-1/\sqrt{m}, 1/\sqrt{m})`, :math:`m` = fan-in (sec. 8.4; torch's
+    default for conv)."""
     bound = 1.0 / math.sqrt(max(fan_in, 1))
     with torch.no_grad():
         return t.uniform_(-bound, bound)
@@ -65,7 +66,7 @@ def fan_in_uniform_(t: Tensor, fan_in: int) -> Tensor:
 def init_bias_(module: nn.Module, mode: str, out_channels: int, unit_shape: Sequence[int], fan_in: int) -> None:
     """Register ``module.bias`` for a bias ``mode`` (normalized by :func:`bias_mode`):
     "channel": one per output channel, (out_channels,); "none": no bias; any other mode
-    ("location", "tile"): one per output channel and unit, (out_channels, *unit_shape)."""
+    ("location", "tile"): one per output channel and unit, ``(out_channels, *unit_shape)``."""
     if mode == "none":
         module.register_parameter("bias", None)
         return
@@ -147,13 +148,44 @@ class _ConvNd(nn.Module):
 
 
 class Conv1d(_ConvNd):
-    """1D convolutional layer (table 9.1: audio, skeleton animation); see module docstring."""
+    r"""1D convolutional layer (table 9.1: audio, skeleton animation); eq. 9.8 on one axis.
+
+    With kernel stack :math:`K` (``weight``, ``(O, C / groups, k)``), input :math:`V`
+    (zero-padded as ``padding`` says), stride :math:`s` and bias :math:`b`:
+
+    .. math::
+
+        Z_{i,j} = \sum_{l,m} V_{l,\,(j-1) \times s + m}\, K_{i,l,m} + b_i,
+
+    cross-correlation (the default); ``flip=True`` flips :math:`K` first, true convolution
+    (eq. 9.3 per channel pair). The arguments are those of :class:`Conv2d`.
+    """
 
     dims = 1
 
 
 class Conv2d(_ConvNd):
-    """2D convolutional layer (table 9.1: spectrograms, colour images); eqs. 9.5-9.8."""
+    r"""2D convolutional layer (table 9.1: spectrograms, colour images); eqs. 9.5-9.8.
+
+    With kernel stack :math:`K` (``weight``, ``(O, C / groups, kh, kw)``), input :math:`V`
+    (zero-padded as ``padding`` says), stride :math:`s` and bias :math:`b`, the default is
+    the strided multi-channel cross-correlation of eq. 9.8,
+
+    .. math::
+
+        Z_{i,j,k} = c(K, V, s)_{i,j,k} + b_i
+            = \sum_{l,m,n} V_{l,\,(j-1) \times s + m,\,(k-1) \times s + n}\, K_{i,l,m,n} + b_i,
+
+    and ``flip=True`` gives true convolution, eq. 9.5 for each channel pair (then strided),
+
+    .. math::
+
+        S(i, j) = (K * I)(i, j) = \sum_m \sum_n I(i - m, j - n) K(m, n).
+
+    ``bias="location"`` gives one bias :math:`b_{i,j,k}` per output unit (needs
+    ``input_size``); ``groups`` restricts the sum over :math:`l` to the input block of
+    output channel :math:`i` (fig. 9.15).
+    """
 
     dims = 2
 
@@ -163,7 +195,17 @@ class Conv2d(_ConvNd):
 
 
 class Conv3d(_ConvNd):
-    """3D convolutional layer (table 9.1: volumes such as CT scans, colour video)."""
+    r"""3D convolutional layer (table 9.1: volumes such as CT scans, colour video).
+
+    Eq. 9.8 with three spatial axes:
+
+    .. math::
+
+        Z_{i,j,k,r} = \sum_{l,m,n,p} V_{l,\,(j-1) \times s + m,\,(k-1) \times s + n,\,(r-1) \times s + p}\,
+            K_{i,l,m,n,p} + b_i,
+
+    or true convolution with ``flip=True``. The arguments are those of :class:`Conv2d`.
+    """
 
     dims = 3
 
@@ -195,7 +237,7 @@ class _ConvTransposeNd(nn.Module):
         self.bias = nn.Parameter(fan_in_uniform_(torch.empty(out_channels), fan_in)) if bias else None
 
     def forward(self, x: Tensor, output_size: Sequence[int] | None = None) -> Tensor:
-        """h(K, x, s) + b of eq. 9.13; ``output_size`` picks among the sizes a stride allows."""
+        """:math:`h(K, x, s) + b` of eq. 9.13; ``output_size`` picks among the sizes a stride allows."""
         return conv_transpose(x, self.weight, self.bias, self.stride, self.padding,
                               output_size, self.groups)
 
@@ -205,18 +247,38 @@ class _ConvTransposeNd(nn.Module):
 
 
 class ConvTranspose1d(_ConvTransposeNd):
-    """1D transpose convolution, h of eq. 9.13 as a layer (upsampling a sequence)."""
+    r"""1D transpose convolution, h of eq. 9.13 as a layer (upsampling a sequence).
+
+    .. math::
+
+        h(K, G, s)_{i,j} = \sum_{\substack{l,m \\ (l-1) \times s + m = j}} \sum_q K_{q,i,m}\, G_{q,l} + b_i
+
+    with :math:`K` the kernel of the forward convolution this transposes; see
+    :class:`ConvTranspose2d`.
+    """
 
     dims = 1
 
 
 class ConvTranspose2d(_ConvTransposeNd):
-    """2D transpose convolution, h of eq. 9.13 as a layer (upsampling, structured output)."""
+    r"""2D transpose convolution, h of eq. 9.13 as a layer (upsampling, structured output).
+
+    .. math::
+
+        h(K, G, s)_{i,j,k} = \sum_{\substack{l,m \\ (l-1) \times s + m = j}}
+            \sum_{\substack{n,p \\ (n-1) \times s + p = k}} \sum_q K_{q,i,m,p}\, G_{q,l,n} + b_i
+
+    with :math:`K` the kernel of the forward convolution this transposes (``weight``,
+    ``(in_channels, out_channels / groups, *k)``) and :math:`G` the input. It is the
+    multiplication by the transpose of the convolution's matrix.
+    """
 
     dims = 2
 
 
 class ConvTranspose3d(_ConvTransposeNd):
-    """3D transpose convolution, h of eq. 9.13 as a layer (volumes, video)."""
+    r"""3D transpose convolution, h of eq. 9.13 as a layer (volumes, video): eq. 9.13 with a
+    third spatial axis, as in :class:`ConvTranspose2d`.
+    """
 
     dims = 3

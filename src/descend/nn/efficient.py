@@ -31,7 +31,21 @@ from descend.nn.functional.efficient import (
 
 
 class FFTConv2d(nn.Module):
-    """2D convolutional layer evaluated with the FFT (sec. 9.8).
+    r"""2D convolutional layer evaluated with the FFT (sec. 9.8).
+
+    By the convolution theorem, per input/output channel pair and summed over input
+    channels :math:`c` (:math:`\mathcal{F}` the 2D discrete Fourier transform, :math:`\odot`
+    the element-wise product, :math:`\overline{\,\cdot\,}` the complex conjugate):
+
+    .. math::
+
+        Z_o = \mathcal{F}^{-1}\Bigl( \sum_c \mathcal{F}(V_c) \odot \overline{\mathcal{F}(K_{o,c})} \Bigr)
+            \quad \text{(correlation)}, \qquad
+        Z_o = \mathcal{F}^{-1}\Bigl( \sum_c \mathcal{F}(V_c) \odot \mathcal{F}(K_{o,c}) \Bigr)
+            \quad \text{(convolution)},
+
+    with :math:`V` and :math:`K` zero-padded to a common size and the wrapped-around
+    entries dropped.
 
     Same parameters and outputs as ``descend.nn.Conv2d`` (groups = 1); ``flip=True`` for
     true convolution. Worth it for large kernels only: the FFT costs the same for any k.
@@ -71,9 +85,15 @@ class FFTConv2d(nn.Module):
 
 
 class SeparableConv2d(nn.Module):
-    """Convolution with kernels K[o, c] = sum_{r < rank} column[o,c,r] (outer) row[o,c,r] (sec. 9.8).
+    r"""Convolution with low-rank kernels, a sum of separable ones (sec. 9.8):
 
-    Parameters ``column`` (O, C, rank, kh) and ``row`` (O, C, rank, kw); rank 1 is the
+    .. math::
+
+        K_{o,c} = \sum_{r=1}^{R} u_{o,c,r}\, v_{o,c,r}^\top, \qquad
+        K_{o,c,m,n} = \sum_{r=1}^{R} u_{o,c,r,m}\, v_{o,c,r,n},
+
+    with :math:`u` = ``column`` (O, C, rank, kh), :math:`v` = ``row`` (O, C, rank, kw) and
+    :math:`R` = ``rank``. Rank 1 is the
     book's separable kernel. Computed as a vertical then a horizontal 1D pass.
     """
 

@@ -42,10 +42,10 @@ from descend.nn.functional.local import (
 
 
 def position_major(weight: Tensor) -> Tensor:
-    """The same (O, *out positions, C, *k) tensor, stored position-major in memory.
+    """The same ``(O, *out positions, C, *k)`` tensor, stored position-major in memory.
 
     Values, shape and indexing are unchanged; only the strides differ: memory order is
-    (*out positions, *k, C, O), so each output position's weights are one contiguous
+    ``(*out positions, *k, C, O)``, so each output position's weights are one contiguous
     (k C, O) block. That is the layout in which the locally connected layer's weight
     gradient comes out of its matrix product, so storing the weight this way saves a
     transposing copy of the layer's biggest tensor (one weight per connection) in every
@@ -58,9 +58,12 @@ def position_major(weight: Tensor) -> Tensor:
 
 
 class LocallyConnected2d(nn.Module):
-    """Locally connected layer (unshared convolution), eq. 9.9.
+    r"""Locally connected layer (unshared convolution), eq. 9.9 with stride :math:`s`:
 
-    Z[i,j,k] = sum_{l,m,n} V[l, j*s+m, k*s+n] w[i,j,k,l,m,n] + b[i,j,k]
+    .. math::
+
+        Z_{i,j,k} = \sum_{l,m,n} \bigl[ V_{l,\,(j-1) \times s + m,\,(k-1) \times s + n}\,
+            w_{i,j,k,l,m,n} \bigr] + b_{i,j,k}
 
     ``weight`` is the book's 6-D tensor w (out channel, out row, out column, in channel,
     row offset, column offset), so the input size must be fixed: ``input_size`` = (H, W).
@@ -107,7 +110,11 @@ class LocallyConnected2d(nn.Module):
 
 
 class LocallyConnected1d(nn.Module):
-    """1D locally connected layer (eq. 9.9 with one spatial axis; fig. 9.14 top).
+    r"""1D locally connected layer (eq. 9.9 with one spatial axis; fig. 9.14 top).
+
+    .. math::
+
+        Z_{i,j} = \sum_{l,m} V_{l,\,(j-1) \times s + m}\, w_{i,j,l,m} + b_{i,j}
 
     ``weight``: (out channel, out position, in channel, offset), stored position-major
     like :class:`LocallyConnected2d`'s; ``input_size`` = L.
@@ -154,9 +161,16 @@ def _tiles(tiles: int | Sequence[int], dims: int) -> tuple[int, ...]:
 
 
 class TiledConv2d(nn.Module):
-    """Tiled convolution, eq. 9.10: t_h x t_w kernel stacks cycled through output positions.
+    r"""Tiled convolution, eq. 9.10: :math:`t_h \times t_w` kernel stacks cycled through
+    output positions.
 
-    Z[i,j,k] = sum_{l,m,n} V[l, j*s+m, k*s+n] K[i,l,m,n, j % t_h, k % t_w] + b
+    .. math::
+
+        Z_{i,j,k} = \sum_{l,m,n} V_{l,\,j s + m,\,k s + n}\,
+            K_{i,l,m,n,\,j \bmod t_h,\,k \bmod t_w} + b
+
+    (0-based indices; the book, 1-based, writes the tile indices :math:`j \% t + 1`,
+    :math:`k \% t + 1`).
 
     ``weight`` has the book's layout (out, in, k_h, k_w, t_h, t_w). ``bias``: "tile"
     (default; "share the biases with the same tiling pattern as the kernels"),
@@ -215,7 +229,13 @@ class TiledConv2d(nn.Module):
 
 
 class TiledConv1d(nn.Module):
-    """1D tiled convolution (eq. 9.10 with one spatial axis; fig. 9.16 centre, t = 2).
+    r"""1D tiled convolution (eq. 9.10 with one spatial axis; fig. 9.16 centre, t = 2).
+
+    .. math::
+
+        Z_{i,j} = \sum_{l,m} V_{l,\,j s + m}\, K_{i,l,m,\,j \bmod t} + b
+
+    (0-based indices, as in :class:`TiledConv2d`).
 
     ``weight``: (out, in, k, t); ``bias``: "tile" (out, t), "channel" or None.
     """
@@ -263,10 +283,17 @@ def block_connections(in_channels: int, out_channels: int, groups: int) -> Tenso
 
 
 class PartiallyConnectedConv2d(nn.Module):
-    """Convolution in which each output channel sees only a subset of input channels (sec. 9.5).
+    r"""Convolution in which each output channel sees only a subset of input channels (sec. 9.5).
 
-    ``connections`` is a bool (out_channels, in_channels) table: True where output
-    channel i is a function of input channel l. ``groups=g`` instead gives fig. 9.15's
+    ``connections`` is a bool (out_channels, in_channels) table :math:`T`: True where output
+    channel :math:`i` is a function of input channel :math:`l`, so that
+
+    .. math::
+
+        Z_{i,j,k} = \sum_{l \,:\, T_{i,l}} \sum_{m,n} V_{l,\,(j-1) \times s + m,\,(k-1) \times s + n}\,
+            K_{i,l,m,n} + b_i.
+
+    ``groups=g`` instead gives fig. 9.15's
     block pattern and runs as a grouped convolution (``torch`` ``groups``), which skips
     the absent connections' work; a general table (e.g. LeNet-5's C3) multiplies the
     kernel by the table, so absent connections stay exactly zero through training.

@@ -63,12 +63,42 @@ class _BatchNorm(nn.Module):
 
 
 class BatchNorm1d(_BatchNorm):
-    """Batch normalization of (N, D) features or (N, C, L) sequences, eqs. 8.35-8.37."""
+    r"""Batch normalization of ``(N, D)`` features or ``(N, C, L)`` sequences, eqs. 8.35-8.37.
+
+    For a minibatch :math:`H` of :math:`m` rows (examples; for sequences every position
+    counts as a row of its channel):
+
+    .. math::
+
+        \begin{aligned}
+        \mu &= \frac{1}{m} \sum_i H_{i,:} && \text{(8.36)} \\
+        \sigma &= \sqrt{\delta + \frac{1}{m} \sum_i (H - \mu)_i^2} && \text{(8.37)} \\
+        H' &= \frac{H - \mu}{\sigma} && \text{(8.35)} \\
+        \text{output} &= \gamma H' + \beta
+        \end{aligned}
+
+    with learnable :math:`\gamma` (init 1) and :math:`\beta` (init 0) per feature and
+    :math:`\delta` = ``delta``. In ``eval()`` mode running averages of :math:`\mu` and
+    :math:`\sigma^2 - \delta` replace the minibatch statistics.
+    """
 
     input_dims = (2, 3)
 
 
 class BatchNorm2d(_BatchNorm):
-    """Batch normalization of (N, C, H, W) maps, statistics shared over positions (sec. 8.7.1)."""
+    r"""Batch normalization of ``(N, C, H, W)`` maps, statistics shared over positions (sec. 8.7.1).
+
+    Eqs. 8.35-8.37 with "the same normalizing :math:`\mu` and :math:`\sigma` at every
+    spatial location within a feature map": for channel :math:`c`, over the
+    :math:`m = N H W` values :math:`x_{n,c,h,w}`,
+
+    .. math::
+
+        \begin{aligned}
+        \mu_c &= \frac{1}{m} \sum_{n,h,w} x_{n,c,h,w} \\
+        \sigma_c &= \sqrt{\delta + \frac{1}{m} \sum_{n,h,w} (x_{n,c,h,w} - \mu_c)^2} \\
+        y_{n,c,h,w} &= \gamma_c \frac{x_{n,c,h,w} - \mu_c}{\sigma_c} + \beta_c
+        \end{aligned}
+    """
 
     input_dims = (4,)

@@ -1,12 +1,12 @@
 """Pooling layers (Deep Learning sec. 9.3, figs. 9.8-9.11; Nielsen ch. 6).
 
-``Pool``           max / average / L2 / distance-weighted pooling over k-wide regions
-                   s apart, keeping the partial last region (fig. 9.10); 1D or 2D input.
-``GlobalPool``     one summary per feature map (fig. 9.11 right).
-``AdaptivePool``   a fixed number of regions whatever the input size (fig. 9.11 centre).
-``ChannelPool``    pooling across groups of channels (maxout units).
-``MaxoutConv2d``   separately parametrized filters + a max over them: the learned
-                   invariances of fig. 9.9 (e.g. several rotated "5" detectors).
+* ``Pool``: max / average / L2 / distance-weighted pooling over k-wide regions s apart,
+  keeping the partial last region (fig. 9.10); 1D or 2D input.
+* ``GlobalPool``: one summary per feature map (fig. 9.11 right).
+* ``AdaptivePool``: a fixed number of regions whatever the input size (fig. 9.11 centre).
+* ``ChannelPool``: pooling across groups of channels (maxout units).
+* ``MaxoutConv2d``: separately parametrized filters + a max over them: the learned
+  invariances of fig. 9.9 (e.g. several rotated "5" detectors).
 
 The computations are in ``descend.nn.functional.pooling``; see its docstring for the
 partial-region rule and the differences from ``torch.nn.MaxPool2d`` & co.
@@ -25,7 +25,21 @@ from descend.nn.functional.pooling import KINDS, adaptive_pool, channel_pool, gl
 
 
 class Pool(nn.Module):
-    """Pooling of ``kind`` "max", "avg", "l2" or "weighted" (sec. 9.3) over 1D or 2D maps.
+    r"""Pooling of ``kind`` "max", "avg", "l2" or "weighted" (sec. 9.3) over 1D or 2D maps.
+
+    Over each region :math:`\mathcal{R}_j` (width ``kernel_size``, spaced ``stride`` apart):
+
+    .. math::
+
+        \begin{aligned}
+        &\text{max:} && y_j = \max_{i \in \mathcal{R}_j} x_i
+        &&\text{avg:} && y_j = \frac{1}{|\mathcal{R}_j|} \sum_{i \in \mathcal{R}_j} x_i \\
+        &\text{l2:} && y_j = \sqrt{\sum_{i \in \mathcal{R}_j} x_i^2}
+        &&\text{weighted:} && y_j = \frac{\sum_{i \in \mathcal{R}_j} w_i x_i}{\sum_{i \in \mathcal{R}_j} w_i},\
+            w_i = e^{-d_i^2 / (2 \sigma^2)}
+        \end{aligned}
+
+    with :math:`d_i` the distance of cell :math:`i` from the region centre.
 
     ``stride`` defaults to the region width (non-overlapping regions). ``partial=True``
     keeps a smaller last region rather than ignoring detector units (fig. 9.10).
@@ -55,7 +69,9 @@ class Pool(nn.Module):
 
 
 class GlobalPool(nn.Module):
-    """Pool each whole feature map to one number, (N, C, *spatial) -> (N, C) (fig. 9.11 right)."""
+    r"""Pool each whole feature map to one number, ``(N, C, *spatial) -> (N, C)`` (fig. 9.11
+    right); for "avg", :math:`y_{n,c} = \frac{1}{P} \sum_p x_{n,c,p}` over the :math:`P`
+    positions."""
 
     def __init__(self, kind: str = "avg") -> None:
         super().__init__()
@@ -92,7 +108,8 @@ class AdaptivePool(nn.Module):
 
 
 class ChannelPool(nn.Module):
-    """Pool groups of ``pool_size`` consecutive channels (maxout units for kind="max")."""
+    r"""Pool groups of ``pool_size`` consecutive channels (maxout units for kind="max"):
+    with :math:`k` = ``pool_size``, :math:`y_{n,i,p} = \max_{0 \le r < k} x_{n,\,ik + r,\,p}`."""
 
     def __init__(self, pool_size: int, kind: str = "max") -> None:
         super().__init__()
@@ -108,11 +125,16 @@ class ChannelPool(nn.Module):
 
 
 class MaxoutConv2d(nn.Module):
-    """``pieces`` separately parametrized filters per output channel, max-pooled together.
+    r"""``pieces`` separately parametrized filters per output channel, max-pooled together.
 
     Fig. 9.9: "a set of three learned filters and a max pooling unit can learn to become
     invariant to rotation"; with the max over channels these are the maxout units of
-    Goodfellow et al. (2013). Output channel i = max_p conv(x, K[i * pieces + p]).
+    Goodfellow et al. (2013). With :math:`P` = ``pieces`` and kernels :math:`K`, output
+    channel :math:`i` is
+
+    .. math::
+
+        y_i = \max_{0 \le p < P} \operatorname{conv}(x, K_{iP + p}).
     """
 
     def __init__(

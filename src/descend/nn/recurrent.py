@@ -1,13 +1,13 @@
-"""Recurrent networks of Deep Learning ch. 10.1-10.2 and the LSTM of sec. 10.10.
+r"""Recurrent networks of Deep Learning ch. 10.1-10.2 and the LSTM of sec. 10.10.
 
-    RNN                  hidden-to-hidden recurrence, eqs. 10.8-10.9 (fig. 10.3)
-    SequenceToSequence   an output o(t) = c + V h(t) at every step, eq. 10.10; with RNN
-                         and sequence_nll this is the whole network of eqs. 10.8-10.14
-    SequenceToOne        a single output from the final state (fig. 10.5)
-    sequence_nll         the loss of eqs. 10.12-10.14 (softmax of eq. 10.11 inside)
-    OutputRecurrentRNN   output-to-hidden recurrence (fig. 10.4), teacher forcing
-                         (sec. 10.2.1, fig. 10.6), free-running generation, scheduled sampling
-    LSTMCell, LSTM       the gated cell of sec. 10.10 with forget-gate bias 1 (sec. 8.4)
+* ``RNN``: hidden-to-hidden recurrence, eqs. 10.8-10.9 (fig. 10.3)
+* ``SequenceToSequence``: an output :math:`o^{(t)} = c + V h^{(t)}` at every step,
+  eq. 10.10; with ``RNN`` and ``sequence_nll`` this is the whole network of eqs. 10.8-10.14
+* ``SequenceToOne``: a single output from the final state (fig. 10.5)
+* ``sequence_nll``: the loss of eqs. 10.12-10.14 (softmax of eq. 10.11 inside)
+* ``OutputRecurrentRNN``: output-to-hidden recurrence (fig. 10.4), teacher forcing
+  (sec. 10.2.1, fig. 10.6), free-running generation, scheduled sampling
+* ``LSTMCell``, ``LSTM``: the gated cell of sec. 10.10 with forget-gate bias 1 (sec. 8.4)
 
 Conventions. Sequences are batch-first, ``(batch N, time T, features F)``. Every
 recurrent module maps ``(x, state=None)`` to ``(output, state)`` like ``torch.nn.RNN``,
@@ -15,7 +15,7 @@ so a long sequence can be fed in chunks with the state carried over (unfolding i
 same whether the graph is cut or not, sec. 10.1; truncated BPTT in
 ``descend.train.tbptt`` relies on it). Time is a Python loop (the recurrence is
 inherently sequential, sec. 10.2: "each time step may only be computed after the
-previous one"); nothing loops over the batch, and the input projections ``U x(t)`` of
+previous one"); nothing loops over the batch, and the input projections :math:`U x^{(t)}` of
 all steps are one matrix product before the loop.
 
 Backward. ``bptt`` picks how gradients are computed:
@@ -101,11 +101,19 @@ def _time_major(x: Tensor) -> Tensor:
 
 
 def sequence_nll(o: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
-    """Negative log-likelihood of a target sequence, eqs. 10.12-10.14.
+    r"""Negative log-likelihood of a target sequence, eqs. 10.12-10.14.
 
-    ``L = sum_t L(t) = - sum_t log p_model(y(t) | x(1..t))``, where ``p_model`` is read
-    from ``y_hat(t) = softmax(o(t))`` (eq. 10.11), for outputs ``o`` ``(N, T, K)`` and
-    integer targets ``y`` ``(N, T)``. The text's loss is per sequence (a sum over t);
+    .. math::
+
+        \begin{aligned}
+        L\bigl(\{x^{(1)}, \dots, x^{(\tau)}\}, \{y^{(1)}, \dots, y^{(\tau)}\}\bigr)
+            &= \sum_t L^{(t)} && \text{(10.12-10.13)} \\
+            &= -\sum_t \log p_{\text{model}}\bigl(y^{(t)} \mid \{x^{(1)}, \dots, x^{(t)}\}\bigr)
+            && \text{(10.14)}
+        \end{aligned}
+
+    where :math:`p_{\text{model}}` is read from :math:`\hat{y}^{(t)} = \operatorname{softmax}(o^{(t)})`
+    (eq. 10.11), for outputs ``o`` ``(N, T, K)`` and integer targets ``y`` ``(N, T)``. The text's loss is per sequence (a sum over t);
     ``reduction`` says how the N sequences of a batch combine: ``"mean"`` (default, so
     the scale does not depend on the batch size), ``"sum"``, or ``"none"`` (one loss per
     sequence). ``torch.nn.functional.cross_entropy`` would instead average over time
@@ -187,12 +195,16 @@ def _check_bptt(bptt: str) -> str:
 
 
 class RNN(nn.Module):
-    """Hidden-to-hidden recurrent layer with tanh units, eqs. 10.8-10.9 (fig. 10.3).
+    r"""Hidden-to-hidden recurrent layer with tanh units, eqs. 10.8-10.9 (fig. 10.3).
 
-    For t = 1..T, from the initial state ``h(0)`` (zeros unless given)::
+    For :math:`t = 1, \dots, \tau`, from the initial state :math:`h^{(0)}` (zeros unless given):
 
-        a(t) = b + W h(t-1) + U x(t)        (10.8)
-        h(t) = tanh(a(t))                   (10.9)
+    .. math::
+
+        \begin{aligned}
+        a^{(t)} &= b + W h^{(t-1)} + U x^{(t)} && \text{(10.8)} \\
+        h^{(t)} &= \tanh(a^{(t)}) && \text{(10.9)}
+        \end{aligned}
 
     The same ``U``, ``W``, ``b`` serve every time step (parameter sharing of the
     unfolded graph, sec. 10.1). Add an output layer with :class:`SequenceToSequence`
@@ -211,7 +223,7 @@ class RNN(nn.Module):
     Differs from ``torch.nn.RNN(nonlinearity="tanh", batch_first=True)`` only in having
     one bias ``b`` (torch adds two, ``b_ih + b_hh``, which is the same function with a
     redundant parameter) and zero initial biases (torch draws them uniformly).
-    Weights are drawn like torch's, uniform in ``(-1/sqrt(H), 1/sqrt(H))``.
+    Weights are drawn like torch's, uniform in :math:`(-1/\sqrt{H}, 1/\sqrt{H})`.
     Cost: O(T) sequential steps and O(T) stored states (sec. 10.2): a Python loop over
     the T time steps (two tensor operations each), none over the batch.
     """
@@ -271,7 +283,18 @@ def _fused_rnn(x: Tensor, h0: Tensor, U: Tensor, W: Tensor, b: Tensor) -> Tensor
 
 
 class SequenceToSequence(nn.Module):
-    """An output at every time step, ``o(t) = c + V h(t)`` (eq. 10.10, fig. 10.3).
+    r"""An output at every time step, :math:`o^{(t)} = c + V h^{(t)}` (eq. 10.10, fig. 10.3).
+
+    With :class:`RNN` and :func:`sequence_nll` this is the network of eqs. 10.8-10.11:
+
+    .. math::
+
+        \begin{aligned}
+        a^{(t)} &= b + W h^{(t-1)} + U x^{(t)} && \text{(10.8)} \\
+        h^{(t)} &= \tanh(a^{(t)}) && \text{(10.9)} \\
+        o^{(t)} &= c + V h^{(t)} && \text{(10.10)} \\
+        \hat{y}^{(t)} &= \operatorname{softmax}(o^{(t)}) && \text{(10.11)}
+        \end{aligned}
 
     Wraps any recurrent layer (``RNN``, ``LSTM``) that returns hidden states
     ``(N, T, H)``; ``SequenceToSequence(RNN(F, H), K)`` is exactly the network of
@@ -299,9 +322,9 @@ class SequenceToSequence(nn.Module):
 
 
 class SequenceToOne(SequenceToSequence):
-    """Read a whole sequence, produce one output from the final state (fig. 10.5).
+    r"""Read a whole sequence, produce one output from the final state (fig. 10.5).
 
-    ``o = c + V h(tau)``: a sequence classifier (``sequence -> class``) or, with
+    :math:`o = c + V h^{(\tau)}`: a sequence classifier (``sequence -> class``) or, with
     ``output_size=1`` and a squared error, a sequence regressor (the adding problem).
     Back-propagation reaches early time steps only through ``h(tau)``, which is where
     long-term dependencies become hard (sec. 8.2.5).
@@ -319,12 +342,16 @@ class SequenceToOne(SequenceToSequence):
 
 
 def inverse_sigmoid_decay(step: int | Tensor, k: float = 1000.0) -> float:
-    """Teacher-forcing probability ``k / (k + exp(step / k))`` for scheduled sampling.
+    r"""Teacher-forcing probability for scheduled sampling, at training step :math:`i`:
+
+    .. math::
+
+        \epsilon_i = \frac{k}{k + \exp(i / k)}.
 
     The curriculum of Bengio et al. (2015) cited in sec. 10.2.1: start near 1 (always
     feed the ground truth) and decay towards 0 (always feed the model's own output), so
     training gradually sees the inputs it will see when free-running. ``k >= 1`` sets
-    the speed: the probability is 1/2 near ``step = k log k``.
+    the speed: the probability is 1/2 near :math:`i = k \log k`.
     """
     if k < 1:
         raise ConfigError(f"Invalid decay constant k: {k}; k must be >= 1")
@@ -332,12 +359,18 @@ def inverse_sigmoid_decay(step: int | Tensor, k: float = 1000.0) -> float:
 
 
 class OutputRecurrentRNN(nn.Module):
-    """An RNN whose only recurrence is from the output to the hidden units (fig. 10.4).
+    r"""An RNN whose only recurrence is from the output to the hidden units (fig. 10.4).
 
-    With ``y_prev(t)`` the output vector fed back from step t-1 (zeros at t = 1)::
+    With :math:`\tilde{y}^{(t-1)}` the output vector fed back from step :math:`t - 1`
+    (zeros at :math:`t = 1`):
 
-        h(t) = tanh(b + W y_prev(t) + U x(t))      o(t) = c + V h(t)
-        y_hat(t) = softmax(o(t))
+    .. math::
+
+        \begin{aligned}
+        h^{(t)} &= \tanh\bigl(b + W \tilde{y}^{(t-1)} + U x^{(t)}\bigr) \\
+        o^{(t)} &= c + V h^{(t)} \\
+        \hat{y}^{(t)} &= \operatorname{softmax}(o^{(t)})
+        \end{aligned}
 
     What is fed back (sec. 10.2.1, fig. 10.6):
 
@@ -470,26 +503,35 @@ class OutputRecurrentRNN(nn.Module):
 
 
 class LSTMCell(nn.Module):
-    """One step of the long short-term memory cell (sec. 10.10), forget-gate bias 1 (sec. 8.4).
+    r"""One step of the long short-term memory cell (sec. 10.10), forget-gate bias 1 (sec. 8.4).
 
-    With ``v = [x(t); h(t-1)]`` and the four blocks of ``U`` (input-to-hidden),
-    ``W`` (hidden-to-hidden) and ``b`` in the order of ``torch.nn.LSTM``::
+    With the four blocks of ``U`` (input-to-hidden), ``W`` (hidden-to-hidden) and ``b``
+    in the order of ``torch.nn.LSTM`` (eqs. 10.40-10.44 in vector form, :math:`\sigma` the
+    logistic sigmoid, :math:`\odot` the element-wise product):
 
-        g(t) = sigmoid(b_g + U_g x(t) + W_g h(t-1))      external input gate
-        f(t) = sigmoid(b_f + U_f x(t) + W_f h(t-1))      forget gate
-        z(t) = tanh(b_z + U_z x(t) + W_z h(t-1))         cell input
-        q(t) = sigmoid(b_q + U_q x(t) + W_q h(t-1))      output gate
-        s(t) = f(t) * s(t-1) + g(t) * z(t)               cell state (the self-loop)
-        h(t) = tanh(s(t)) * q(t)
+    .. math::
+
+        \begin{aligned}
+        g^{(t)} &= \sigma\bigl(b^g + U^g x^{(t)} + W^g h^{(t-1)}\bigr)
+            && \text{external input gate (10.42)} \\
+        f^{(t)} &= \sigma\bigl(b^f + U^f x^{(t)} + W^f h^{(t-1)}\bigr)
+            && \text{forget gate (10.40)} \\
+        z^{(t)} &= \tanh\bigl(b + U x^{(t)} + W h^{(t-1)}\bigr) && \text{cell input} \\
+        q^{(t)} &= \sigma\bigl(b^o + U^o x^{(t)} + W^o h^{(t-1)}\bigr)
+            && \text{output gate (10.44)} \\
+        s^{(t)} &= f^{(t)} \odot s^{(t-1)} + g^{(t)} \odot z^{(t)}
+            && \text{cell state, the self-loop (10.41)} \\
+        h^{(t)} &= \tanh\bigl(s^{(t)}\bigr) \odot q^{(t)} && \text{(10.43)}
+        \end{aligned}
 
     The book's names (g, f, q, s) are used; torch calls them (i, f, o, c). The book
     writes a sigmoid for the cell input z; we use tanh, as ``torch.nn.LSTM`` and the
     original LSTM papers do (a sigmoid could only ever add to the state).
 
     Initialization (sec. 8.4, Jozefowicz et al. 2015): the forget-gate bias ``b_f`` is
-    ``forget_bias`` (default 1), so ``f ~ 0.73`` and the state is mostly kept at the
-    start of training; the other biases are 0. Weights are uniform in
-    ``(-1/sqrt(H), 1/sqrt(H))`` as in torch. ``torch.nn.LSTM`` initializes its biases
+    ``forget_bias`` (default 1), so :math:`f \approx \sigma(1) \approx 0.73` and the state is
+    mostly kept at the start of training; the other biases are 0. Weights are uniform in
+    :math:`(-1/\sqrt{H}, 1/\sqrt{H})` as in torch. ``torch.nn.LSTM`` initializes its biases
     uniformly too (no forget bias) and has two bias vectors whose sum is our ``b``;
     :meth:`from_torch` copies its weights.
     """
@@ -697,7 +739,19 @@ class _LSTMFunction(torch.autograd.Function):
 
 
 class LSTM(nn.Module):
-    """The LSTM cell of :class:`LSTMCell` unfolded over a sequence (sec. 10.10).
+    r"""The LSTM cell of :class:`LSTMCell` unfolded over a sequence (sec. 10.10).
+
+    For :math:`t = 1, \dots, \tau`, with the same parameters at every step (eqs. 10.40-10.44):
+
+    .. math::
+
+        \begin{aligned}
+        s^{(t)} &= f^{(t)} \odot s^{(t-1)} + g^{(t)} \odot z^{(t)} \\
+        h^{(t)} &= \tanh\bigl(s^{(t)}\bigr) \odot q^{(t)}
+        \end{aligned}
+
+    with the gates :math:`f^{(t)}, g^{(t)}, q^{(t)}` and cell input :math:`z^{(t)}` functions
+    of :math:`x^{(t)}` and :math:`h^{(t-1)}` as in :class:`LSTMCell`.
 
     Shape: ``forward(x (N, T, F), state=None) -> (h (N, T, H), (h(T), s(T)))``, the
     state being the pair (output, cell state), zeros by default, like

@@ -28,7 +28,19 @@ from descend.nn.conv import Conv2d
 
 
 class RecurrentConvNet(nn.Module):
-    """Fig. 9.17: shared-parameter refinement of per-pixel label distributions.
+    r"""Fig. 9.17: shared-parameter refinement of per-pixel label distributions.
+
+    For :math:`t = 1, \dots, T` (``iterations``), with convolution kernel stacks
+    :math:`U, V, W` ("same" padding) shared by every iteration:
+
+    .. math::
+
+        \begin{aligned}
+        H^{(t)} &= \operatorname{relu}\bigl(U * X + W * \hat{Y}^{(t-1)} + b\bigr)
+            && \text{(the } W \text{ term is zero at } t = 1 \text{)} \\
+        \hat{Y}^{(t)} &= \operatorname{softmax}\bigl(V * H^{(t)} + c\bigr)
+            && \text{(a distribution per pixel)}
+        \end{aligned}
 
     ``forward(x)`` returns the list of logits (N, classes, H, W) of every iteration,
     1..``iterations``; train with a loss on each (or on the last) and read the label map

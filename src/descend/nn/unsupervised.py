@@ -7,14 +7,14 @@ Finally, one can learn the kernels with an unsupervised criterion. For example, 
 et al. (2011) apply k-means clustering to small image patches, then use each learned
 centroid as a convolution kernel."
 
-    random_kernels     Gaussian filters, zero mean and unit norm (Jarrett et al. 2009)
-    edge_kernels       oriented first derivatives of a Gaussian (hand-designed edges)
-    gabor_kernel       the Gabor function of eqs. 9.16-9.18; ``gabor_bank`` a set of them
-    kmeans_kernels     k-means centroids of whitened patches (Coates & Ng), folded with
-                       the whitening into (kernel, bias) so a plain convolution applies them
-    ConvFeatures       a frozen convolution + rectification + pooling feature extractor,
-                       so "one can then extract the features for the entire training set
-                       just once" and train only the classifier on top.
+* ``random_kernels``: Gaussian filters, zero mean and unit norm (Jarrett et al. 2009)
+* ``edge_kernels``: oriented first derivatives of a Gaussian (hand-designed edges)
+* ``gabor_kernel``: the Gabor function of eqs. 9.16-9.18; ``gabor_bank`` a set of them
+* ``kmeans_kernels``: k-means centroids of whitened patches (Coates & Ng), folded with
+  the whitening into (kernel, bias) so a plain convolution applies them
+* ``ConvFeatures``: a frozen convolution + rectification + pooling feature extractor,
+  so "one can then extract the features for the entire training set just once" and
+  train only the classifier on top.
 
 Kernels are (K, C, k, k) tensors in cross-correlation layout (``descend.nn.functional.correlate``).
 """
@@ -54,12 +54,19 @@ def random_kernels(count: int, in_channels: int, size: int,
 
 
 def edge_kernels(size: int = 5, orientations: int = 8, sigma: float | None = None) -> Tensor:
-    """Hand-designed edge detectors: derivatives of a Gaussian at evenly spaced angles.
+    r"""Hand-designed edge detectors: derivatives of a Gaussian at evenly spaced angles.
 
-    Kernel for angle theta: (x cos theta + y sin theta) exp(-(x^2 + y^2) / (2 sigma^2)),
-    unit norm; under cross-correlation it responds positively to brightness rising along
-    direction theta (an edge "at a certain orientation", sec. 9.9), in proportion to
-    cos(theta - direction of the gradient). Angles cover [0, 2 pi), so both polarities appear.
+    Kernel for angle :math:`\theta`, scaled to unit norm:
+
+    .. math::
+
+        w(x, y) \propto (x \cos\theta + y \sin\theta)
+            \exp\Bigl(-\frac{x^2 + y^2}{2 \sigma^2}\Bigr);
+
+    under cross-correlation it responds positively to brightness rising along direction
+    :math:`\theta` (an edge "at a certain orientation", sec. 9.9), in proportion to
+    :math:`\cos(\theta - \text{direction of the gradient})`. Angles cover :math:`[0, 2\pi)`,
+    so both polarities appear.
     Returns (orientations, 1, size, size).
     """
     if size < 2 or orientations < 1:
@@ -84,11 +91,16 @@ def gabor_kernel(
     y0: float = 0.0,
     tau: float = 0.0,
 ) -> Tensor:
-    """The Gabor function of eqs. 9.16-9.18 sampled on a size x size grid centred at 0.
+    r"""The Gabor function of eqs. 9.16-9.18 sampled on a size x size grid centred at 0.
 
-        w(x, y) = alpha exp(-beta_x x'^2 - beta_y y'^2) cos(f x' + phi)
-        x' =  (x - x0) cos(tau) + (y - y0) sin(tau)
-        y' = -(x - x0) sin(tau) + (y - y0) cos(tau)
+    .. math::
+
+        \begin{aligned}
+        w(x, y; \alpha, \beta_x, \beta_y, f, \phi, x_0, y_0, \tau)
+            &= \alpha \exp\bigl(-\beta_x x'^2 - \beta_y y'^2\bigr) \cos(f x' + \phi) && \text{(9.16)} \\
+        x' &= (x - x_0) \cos(\tau) + (y - y_0) \sin(\tau) && \text{(9.17)} \\
+        y' &= -(x - x_0) \sin(\tau) + (y - y_0) \cos(\tau) && \text{(9.18)}
+        \end{aligned}
 
     "Reverse correlation shows us that most V1 cells have weights that are described by
     Gabor functions" (sec. 9.10). Returns a (size, size) tensor, rows = y, columns = x.
@@ -109,9 +121,9 @@ def gabor_bank(
     phases: Sequence[float] = (0.0, math.pi / 2),
     beta: float | None = None,
 ) -> Tensor:
-    """A bank of Gabor kernels (eq. 9.16) at every orientation x frequency x phase.
+    r"""A bank of Gabor kernels (eq. 9.16) at every orientation x frequency x phase.
 
-    Phases 0 and pi/2 make quadrature pairs (sec. 9.10). Each kernel is made zero-mean
+    Phases :math:`\phi = 0` and :math:`\phi = \pi/2` make quadrature pairs (sec. 9.10). Each kernel is made zero-mean
     and unit-norm so that flat regions give no response. Returns
     (orientations * len(frequencies) * len(phases), 1, size, size).
     """
@@ -146,9 +158,14 @@ def extract_patches(images: Tensor, size: int, count: int,
 
 
 def zca_whitening(patches: Tensor, eps: float = 0.01) -> tuple[Tensor, Tensor]:
-    """ZCA whitening fitted on rows of ``patches``: returns (mean, W), W = U (S + eps)^-1/2 U^T.
+    r"""ZCA whitening fitted on rows of ``patches``: returns (mean, W), with the eigen-decomposition
+    :math:`\Sigma = U S U^\top` of the patch covariance and :math:`\epsilon` = ``eps``,
 
-    (x - mean) @ W has (nearly) identity covariance; eps regularizes small eigenvalues
+    .. math::
+
+        W = U (S + \epsilon I)^{-1/2} U^\top.
+
+    ``(x - mean) @ W`` has (nearly) identity covariance; :math:`\epsilon` regularizes small eigenvalues
     (Coates & Ng use 0.1 for 0-255 pixels; 0.01 suits pixels in [0, 1]).
     """
     if patches.dim() != 2 or patches.shape[0] < 2:
@@ -194,12 +211,20 @@ def kmeans_kernels(
     eps: float = 0.01,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Kernels learned by k-means on whitened image patches (Coates et al. 2011; sec. 9.9).
+    r"""Kernels learned by k-means on whitened image patches (Coates et al. 2011; sec. 9.9).
 
     Patches are brightness- and contrast-normalized, ZCA-whitened, and clustered. A
-    centroid c scores a raw patch p by c . W (p - mean(p) 1 - mu); that is linear in p,
-    so it becomes a kernel (I - 11^T/n) W c and a bias -(W c) . mu applied by an ordinary
-    convolution ("without ever using convolution during the training process"). The
+    centroid :math:`c` scores a raw patch :math:`p` (of :math:`n` values, :math:`\bar{p}` its
+    mean, :math:`\mu` the whitening mean) by
+
+    .. math::
+
+        c^\top W (p - \bar{p}\, \mathbf{1} - \mu)
+            = \bigl( (I - \tfrac{1}{n} \mathbf{1}\mathbf{1}^\top) W c \bigr)^\top p - (W c)^\top \mu;
+
+    that is linear in :math:`p`, so it becomes a kernel
+    :math:`(I - \frac{1}{n} \mathbf{1}\mathbf{1}^\top) W c` and a bias :math:`-(W c)^\top \mu`
+    applied by an ordinary convolution ("without ever using convolution during the training process"). The
     per-patch contrast division, used while clustering, is left out at convolution time
     (it only rescales each response). Returns (kernels (count, C, size, size), bias (count,)).
     """
@@ -219,10 +244,16 @@ def kmeans_kernels(
 
 
 class ConvFeatures(nn.Module):
-    """Frozen kernels -> rectification -> pooling: the fixed feature layer of sec. 9.9.
+    r"""Frozen kernels -> rectification -> pooling: the fixed feature layer of sec. 9.9.
 
-    features = adaptive_avg_pool(rectify(correlate(x, kernels) + bias), grid), flattened.
-    ``rectify="polarity"`` keeps both relu(z) and relu(-z) (Coates & Ng's polarity
+    .. math::
+
+        \text{features} = \operatorname{flatten}\Bigl( \operatorname{avgpool}_{\text{grid}}\bigl(
+            \rho(K \star x + b) \bigr) \Bigr),
+
+    with :math:`\star` cross-correlation with the fixed kernels :math:`K` and :math:`\rho`
+    the rectification: ``rectify="polarity"`` keeps both :math:`\max(z, 0)` and
+    :math:`\max(-z, 0)` (Coates & Ng's polarity
     split, so sign-symmetric random and Gabor kernels lose nothing); "relu" and "abs"
     (Jarrett et al.) are the other choices. The kernels are buffers, not parameters:
     nothing here is trained.

@@ -12,32 +12,38 @@ from descend.optim.first_order import FirstOrderOptimizer
 class AdaGrad(FirstOrderOptimizer):
     r"""AdaGrad (Duchi et al., 2011), Algorithm 8.4.
 
-    .. code-block:: text
+    .. math::
 
-        Require: global learning rate eps, initial parameter theta
-        Require: small constant delta, perhaps 1e-7, for numerical stability
-        r = 0                                                   # gradient accumulation
-        while stopping criterion not met:
-            g <- (1/m) grad_theta sum_i L(f(x_i; theta), y_i)
-            r <- r + g * g
-            delta_theta <- -eps / (delta + sqrt(r)) * g         # element-wise
-            theta <- theta + delta_theta
+        \begin{aligned}
+        &\textbf{Require: } \text{global learning rate } \epsilon \text{, initial parameter } \theta \\
+        &\textbf{Require: } \text{small constant } \delta \text{, perhaps } 10^{-7} \text{, for numerical stability} \\
+        &r \leftarrow 0 && \text{gradient accumulation variable} \\
+        &\textbf{while } \text{stopping criterion not met } \textbf{do} \\
+        &\quad \text{sample a minibatch } \{x^{(1)}, \dots, x^{(m)}\} \text{ with targets } y^{(i)} \\
+        &\quad g \leftarrow \frac{1}{m} \nabla_\theta \sum_i L(f(x^{(i)}; \theta), y^{(i)}) \\
+        &\quad r \leftarrow r + g \odot g \\
+        &\quad \Delta\theta \leftarrow -\frac{\epsilon}{\delta + \sqrt{r}} \odot g
+            && \text{division and root element-wise} \\
+        &\quad \theta \leftarrow \theta + \Delta\theta \\
+        &\textbf{end while}
+        \end{aligned}
 
-    Each parameter's effective rate ``eps / (delta + sqrt(r))`` shrinks with the square
-    root of its accumulated squared gradient: for a constant gradient g it is about
-    ``eps / (|g| sqrt(t))`` after t steps, falling fastest where the derivatives are large.
+    Each parameter's effective rate :math:`\epsilon / (\delta + \sqrt{r})` shrinks with the
+    square root of its accumulated squared gradient: for a constant gradient :math:`g` it is
+    about :math:`\epsilon / (|g| \sqrt{t})` after :math:`t` steps, falling fastest where the
+    derivatives are large.
     The text warns that accumulating from the start of training can shrink the rate too
     early for deep networks.
 
-    delta placement: ``delta + sqrt(r)``, outside the root, exactly as
+    :math:`\delta` placement: :math:`\delta + \sqrt{r}`, outside the root, exactly as
     ``torch.optim.Adagrad`` places its ``eps``; with ``lr_decay=0`` and
     ``initial_accumulator_value=0`` torch's Adagrad is this algorithm (tested). torch's
     default eps is 1e-10; the book suggests 1e-7.
 
     Args:
         params: parameters or param-group dicts.
-        lr: global learning rate eps (>= 0).
-        eps: delta (> 0).
+        lr: global learning rate :math:`\epsilon` (>= 0).
+        eps: :math:`\delta` (> 0).
         weight_decay, decoupled_weight_decay: L2 coupled to g (the texts) or decoupled.
         foreach: multi-tensor path (default) or per-tensor loop; identical numbers.
     """

@@ -13,46 +13,68 @@ from descend.optim.first_order import FirstOrderOptimizer
 class Adam(FirstOrderOptimizer):
     r"""Adam (Kingma & Ba, 2014), Algorithm 8.7.
 
-    .. code-block:: text
+    .. math::
 
-        Require: step size eps (suggested default 0.001)
-        Require: exponential decay rates rho1, rho2 in [0, 1) (suggested 0.9, 0.999)
-        Require: small constant delta for numerical stabilization (suggested 1e-8)
-        s = 0, r = 0, t = 0                          # 1st and 2nd moment variables
-        while stopping criterion not met:
-            g <- (1/m) grad_theta sum_i L(f(x_i; theta), y_i)
-            t <- t + 1
-            s <- rho1 s + (1 - rho1) g                # biased first moment
-            r <- rho2 r + (1 - rho2) g * g            # biased second moment
-            s^ <- s / (1 - rho1^t)                    # bias corrections
-            r^ <- r / (1 - rho2^t)
-            delta_theta <- -eps s^ / sqrt(r^ + delta) # element-wise
-            theta <- theta + delta_theta
+        \begin{aligned}
+        &\textbf{Require: } \text{step size } \epsilon \ (\text{suggested default } 0.001) \\
+        &\textbf{Require: } \text{exponential decay rates for moment estimates, } \rho_1, \rho_2 \in [0, 1)
+            \ (\text{suggested } 0.9,\ 0.999) \\
+        &\textbf{Require: } \text{small constant } \delta \text{ for numerical stabilization }
+            (\text{suggested } 10^{-8}) \\
+        &\textbf{Require: } \text{initial parameters } \theta \\
+        &s \leftarrow 0,\ r \leftarrow 0 && \text{1st and 2nd moment variables} \\
+        &t \leftarrow 0 && \text{time step} \\
+        &\textbf{while } \text{stopping criterion not met } \textbf{do} \\
+        &\quad \text{sample a minibatch } \{x^{(1)}, \dots, x^{(m)}\} \text{ with targets } y^{(i)} \\
+        &\quad g \leftarrow \frac{1}{m} \nabla_\theta \sum_i L(f(x^{(i)}; \theta), y^{(i)}) \\
+        &\quad t \leftarrow t + 1 \\
+        &\quad s \leftarrow \rho_1 s + (1 - \rho_1) g && \text{biased first moment estimate} \\
+        &\quad r \leftarrow \rho_2 r + (1 - \rho_2) g \odot g && \text{biased second moment estimate} \\
+        &\quad \hat{s} \leftarrow \frac{s}{1 - \rho_1^t} && \text{bias corrections} \\
+        &\quad \hat{r} \leftarrow \frac{r}{1 - \rho_2^t} \\
+        &\quad \Delta\theta \leftarrow -\epsilon \frac{\hat{s}}{\sqrt{\hat{r} + \delta}}
+            && \text{element-wise} \\
+        &\quad \theta \leftarrow \theta + \Delta\theta \\
+        &\textbf{end while}
+        \end{aligned}
 
-    delta placement: the book puts delta under the root, ``sqrt(r^ + delta)``;
-    Kingma & Ba's paper and ``torch.optim.Adam`` add it outside, ``sqrt(r^) + delta``.
+    :math:`\delta` placement: the book puts :math:`\delta` under the root,
+    :math:`\sqrt{\hat{r} + \delta}`; Kingma & Ba's paper and ``torch.optim.Adam`` add it
+    outside, :math:`\sqrt{\hat{r}} + \delta`.
     ``eps_placement="torch"`` gives that form, and then this class computes the same
     numbers as ``torch.optim.Adam`` (and, with ``decoupled_weight_decay=True``, as
-    ``torch.optim.AdamW``); both are tested. With delta = 1e-8 the book's delta matters
-    where r^ is below about 1e-8 (gradients below ~1e-4), torch's only where sqrt(r^) is
-    below 1e-8: inside the root delta acts like a gradient of size sqrt(delta) = 1e-4,
-    outside like one of size 1e-8, so the book's form takes much smaller steps on
-    near-zero gradients (test_adam.py checks both first steps).
+    ``torch.optim.AdamW``); both are tested. With :math:`\delta = 10^{-8}` the book's
+    :math:`\delta` matters where :math:`\hat{r}` is below about :math:`10^{-8}` (gradients
+    below :math:`\sim 10^{-4}`), torch's only where :math:`\sqrt{\hat{r}}` is below
+    :math:`10^{-8}`: inside the root :math:`\delta` acts like a gradient of size
+    :math:`\sqrt{\delta} = 10^{-4}`, outside like one of size :math:`10^{-8}`, so the book's
+    form takes much smaller steps on near-zero gradients (test_adam.py checks both first steps).
 
-    The first moment is updated as ``s <- s + (1 - rho1)(g - s)`` (``lerp``), the same
-    value as the book's line and the same kernel torch uses. The book's update is computed
-    as ``-eps sqrt(1 - rho2^t) / (1 - rho1^t) * s * rsqrt(r + delta (1 - rho2^t))``, the same
-    quantity (``sqrt(r^ + delta) = sqrt(r + delta (1 - rho2^t)) / sqrt(1 - rho2^t)``) in one
-    pass fewer over the tensors; the "torch" form follows torch's order of operations.
+    The first moment is updated as :math:`s \leftarrow s + (1 - \rho_1)(g - s)` (``lerp``),
+    the same value as the book's line and the same kernel torch uses. The book's update is
+    computed as
+
+    .. math::
+
+        \Delta\theta = -\epsilon \frac{\sqrt{1 - \rho_2^t}}{1 - \rho_1^t}\,
+            \frac{s}{\sqrt{r + \delta (1 - \rho_2^t)}},
+
+    the same quantity (:math:`\sqrt{\hat{r} + \delta} = \sqrt{r + \delta (1 - \rho_2^t)} /
+    \sqrt{1 - \rho_2^t}`) in one pass fewer over the tensors; the "torch" form follows
+    torch's order of operations.
 
     Args:
         params: parameters or param-group dicts.
-        lr: step size eps (>= 0).
-        betas: (rho1, rho2), each in [0, 1). (torch's name for the book's rho1, rho2.)
-        eps: delta (> 0).
-        eps_placement: ``"book"`` (``sqrt(r^ + delta)``) or ``"torch"`` (``sqrt(r^) + delta``).
+        lr: step size :math:`\epsilon` (>= 0).
+        betas: :math:`(\rho_1, \rho_2)`, each in [0, 1). (torch's name for the book's
+            :math:`\rho_1, \rho_2`.)
+        eps: :math:`\delta` (> 0).
+        eps_placement: ``"book"`` (:math:`\sqrt{\hat{r} + \delta}`) or ``"torch"``
+            (:math:`\sqrt{\hat{r}} + \delta`).
         weight_decay: L2 coefficient coupled to g (torch.optim.Adam's weight_decay).
-        decoupled_weight_decay: decay theta directly, ``theta <- (1 - lr wd) theta`` (AdamW).
+        decoupled_weight_decay: decay :math:`\theta` directly,
+            :math:`\theta \leftarrow (1 - \epsilon \lambda) \theta` with :math:`\lambda` the
+            ``weight_decay`` (AdamW).
         foreach: multi-tensor path (default) or per-tensor loop; identical numbers.
     """
 
@@ -123,14 +145,16 @@ class AMSGrad(Adam):
     r"""AMSGrad (Reddi, Kale & Kumar, 2018), named among CS189's "acceleration schemes".
 
     Algorithm 8.7 with the second moment replaced by its running maximum, so the effective
-    per-parameter step ``eps / sqrt(r^)`` never grows (the fix for Adam's non-convergence
-    examples):
+    per-parameter step :math:`\epsilon / \sqrt{\hat{r}}` never grows (the fix for Adam's
+    non-convergence examples):
 
-    .. code-block:: text
+    .. math::
 
-        ... as Adam (Alg. 8.7) up to r <- rho2 r + (1 - rho2) g * g
-        r_max <- max(r_max, r)
-        delta_theta <- -eps s^ / sqrt(r_max / (1 - rho2^t) + delta)
+        \begin{aligned}
+        &\dots \text{ as Adam (Alg. 8.7) up to } r \leftarrow \rho_2 r + (1 - \rho_2) g \odot g \\
+        &r_{\max} \leftarrow \max(r_{\max}, r) \\
+        &\Delta\theta \leftarrow -\epsilon \frac{\hat{s}}{\sqrt{r_{\max} / (1 - \rho_2^t) + \delta}}
+        \end{aligned}
 
     Like ``torch.optim.Adam(amsgrad=True)`` the maximum is taken over the uncorrected r and
     then bias-corrected; Reddi et al.'s paper omits bias correction altogether. delta is

@@ -16,24 +16,28 @@ from descend.optim._common import check_unit_interval
 class PolyakAverage:
     r"""Running average of parameters (and optionally buffers) over the optimization path.
 
-    Sec. 8.7.3 (Polyak & Juditsky, 1992). After t visited points theta^(1..t):
+    Sec. 8.7.3 (Polyak & Juditsky, 1992). After :math:`t` visited points
+    :math:`\theta^{(1)}, \dots, \theta^{(t)}`:
 
-    .. code-block:: text
+    .. math::
 
-        uniform:  theta_hat^(t) = (1/t) sum_i theta^(i)
-        ema:      theta_hat^(t) = alpha theta_hat^(t-1) + (1 - alpha) theta^(t)    # eq. 8.39
+        \begin{aligned}
+        &\text{uniform:} && \hat{\theta}^{(t)} = \frac{1}{t} \sum_i \theta^{(i)} \\
+        &\text{ema:} && \hat{\theta}^{(t)} = \alpha \hat{\theta}^{(t-1)} + (1 - \alpha) \theta^{(t)}
+            && \text{(8.39)}
+        \end{aligned}
 
     The optimizer may leap back and forth across a valley without visiting its bottom; the
     average of points on both sides lies close to it. For non-convex problems the text
     recommends the exponential form, which forgets points separated from the current one by
-    barriers. Both start from ``theta_hat^(1) = theta^(1)``, so the EMA has no bias towards
-    the initial value (no bias correction is needed).
+    barriers. Both start from :math:`\hat{\theta}^{(1)} = \theta^{(1)}`, so the EMA has no bias
+    towards the initial value (no bias correction is needed).
 
     Call :meth:`update` after every ``optimizer.step()``. The first ``start_step`` calls
     are a burn-in: the average just follows the current point, and averaging begins with the
     next call. Both forms are one ``torch._foreach_lerp_`` per call:
-    ``theta_hat <- theta_hat + w (theta - theta_hat)`` with w = 1/k (k-th averaged point)
-    or w = 1 - alpha.
+    :math:`\hat{\theta} \leftarrow \hat{\theta} + w (\theta - \hat{\theta})` with
+    :math:`w = 1/k` (:math:`k`-th averaged point) or :math:`w = 1 - \alpha`.
 
     :meth:`swapped` puts the averaged weights into the model for evaluation or a checkpoint
     and restores the trained weights on exit (also on an exception); :meth:`state_dict`
@@ -43,7 +47,7 @@ class PolyakAverage:
         params_or_module: an ``nn.Module`` (names come from ``named_parameters``) or an
             iterable of tensors.
         mode: ``"uniform"`` or ``"ema"``.
-        decay: alpha of eq. 8.39, in [0, 1) (ema only).
+        decay: :math:`\alpha` of eq. 8.39, in [0, 1) (ema only).
         start_step: number of ``update`` calls before averaging starts (>= 0).
         include_buffers: also average a module's floating-point buffers (e.g. BatchNorm
             running mean and variance, which the averaged weights should be evaluated

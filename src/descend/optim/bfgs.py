@@ -38,26 +38,34 @@ def _curvature_ok(s: Tensor, y: Tensor) -> bool:
 class BFGS(LineSearchOptimizer):
     r"""BFGS (sec. 8.6.3) with a strong-Wolfe line search, full-batch, as a torch Optimizer.
 
-    .. code-block:: text
+    .. math::
 
-        input: theta_0; M_0 = I
-        while stopping criterion not met:
-            rho_t = -M_t g_t
-            epsilon* by strong Wolfe (c1 = 1e-4, c2 = 0.9; first trial 1)
-            s_t = epsilon* rho_t;  theta_{t+1} = theta_t + s_t;  y_t = g_{t+1} - g_t
-            before the first update: M_0 = (y.s / y.y) I                   (N&W eq. 6.20)
-            M_{t+1} = (I - r s y^T) M_t (I - r y s^T) + r s s^T, r = 1/y.s  (N&W eq. 6.17)
+        \begin{aligned}
+        &\textbf{Require: } \text{initial parameters } \theta_0 \text{; } M_0 = I \\
+        &\textbf{while } \text{stopping criterion not met } \textbf{do} \\
+        &\quad \rho_t \leftarrow -M_t g_t && \text{descent direction} \\
+        &\quad \epsilon^* \leftarrow \text{strong Wolfe line search along } \rho_t
+            && c_1 = 10^{-4},\ c_2 = 0.9 \text{, first trial } 1 \\
+        &\quad s_t \leftarrow \epsilon^* \rho_t,\quad \theta_{t+1} \leftarrow \theta_t + s_t,\quad
+            y_t \leftarrow g_{t+1} - g_t && \text{(8.33)} \\
+        &\quad \text{before the first update: } M_0 \leftarrow \frac{y_t^\top s_t}{y_t^\top y_t} I
+            && \text{N\&W (6.20)} \\
+        &\quad M_{t+1} \leftarrow (I - r_t s_t y_t^\top) M_t (I - r_t y_t s_t^\top) + r_t s_t s_t^\top,
+            \quad r_t = \frac{1}{y_t^\top s_t} && \text{N\&W (6.17)} \\
+        &\textbf{end while}
+        \end{aligned}
 
-    The update is applied as three rank-one updates with M y (O(n^2), never the O(n^3)
-    matrix products of the textbook form). A pair with s.y <= 0 (possible only when the
-    line search failed) is skipped.
+    The update is applied as three rank-one updates with :math:`M y` (:math:`O(n^2)`, never
+    the :math:`O(n^3)` matrix products of the textbook form). A pair with
+    :math:`s^\top y \le 0` (possible only when the line search failed) is skipped.
 
     Args: as ``NonlinearCG`` (lr scales the first trial step; max_iter / max_eval per
-    ``step``; tolerance_grad on max |g_i|; tolerance_change on loss and step), plus
-    ``initial_scaling`` (eq. 6.20; False keeps M_0 = I as SciPy does).
+    ``step``; tolerance_grad on :math:`\max_i |g_i|`; tolerance_change on loss and step),
+    plus ``initial_scaling`` (eq. 6.20; False keeps :math:`M_0 = I` as SciPy does).
 
-    Where SciPy differs: ``minimize(method="BFGS")`` keeps M_0 = I, forms the update with
-    two n x n matrix products (O(n^3)), and its first trial step is min(1, 1.01/||g||).
+    Where SciPy differs: ``minimize(method="BFGS")`` keeps :math:`M_0 = I`, forms the update
+    with two :math:`n \times n` matrix products (:math:`O(n^3)`), and its first trial step is
+    :math:`\min(1, 1.01 / \lVert g \rVert)`.
     Full-batch; DDP-safe only if the closure all-reduces the loss and gradient.
     """
 
@@ -125,24 +133,33 @@ def lbfgs_inverse_hessian_product(g: Tensor, pairs: Tensor) -> Tensor:
 class LBFGS(LineSearchOptimizer):
     r"""Limited-memory BFGS (sec. 8.6.3) with a bounded memory of m pairs, full-batch.
 
-    .. code-block:: text
+    .. math::
 
-        input: theta_0, memory m >= 1
-        while stopping criterion not met:
-            rho_t = -H_t g_t   (H_t from the last m pairs (s_i, y_i), H^0 = gamma_t I)
-            epsilon* by strong Wolfe (c1 = 1e-4, c2 = 0.9; first trial 1)
-            s_t = epsilon* rho_t;  theta_{t+1} = theta_t + s_t;  y_t = g_{t+1} - g_t
-            store (s_t, y_t); drop the oldest pair beyond m
+        \begin{aligned}
+        &\textbf{Require: } \text{initial parameters } \theta_0 \text{, memory } m \ge 1 \\
+        &\textbf{while } \text{stopping criterion not met } \textbf{do} \\
+        &\quad \rho_t \leftarrow -H_t g_t
+            && H_t \text{ from the last } m \text{ pairs } (s_i, y_i),\ H^0 = \gamma_t I \\
+        &\quad \epsilon^* \leftarrow \text{strong Wolfe line search along } \rho_t
+            && c_1 = 10^{-4},\ c_2 = 0.9 \text{, first trial } 1 \\
+        &\quad s_t \leftarrow \epsilon^* \rho_t,\quad \theta_{t+1} \leftarrow \theta_t + s_t,\quad
+            y_t \leftarrow g_{t+1} - g_t \\
+        &\quad \text{store } (s_t, y_t) \text{; drop the oldest pair beyond } m \\
+        &\textbf{end while}
+        \end{aligned}
 
-    H_t g is computed by ``lbfgs_inverse_hessian_product`` (compact form), O(m^2 n) per
-    step: a few BLAS calls, no Python loop over the pairs. State: ``pairs``, one
-    (2, k, n) tensor, k <= m: ``pairs[0]`` holds s_i, ``pairs[1]`` y_i, oldest first.
+    with :math:`\gamma_t = s_{t-1}^\top y_{t-1} / y_{t-1}^\top y_{t-1}` (N&W eq. 7.20).
+    :math:`H_t g` is computed by ``lbfgs_inverse_hessian_product`` (compact form),
+    :math:`O(m^2 n)` per step: a few BLAS calls, no Python loop over the pairs. State:
+    ``pairs``, one (2, k, n) tensor, :math:`k \le m`: ``pairs[0]`` holds :math:`s_i`,
+    ``pairs[1]`` :math:`y_i`, oldest first.
 
     Args: as ``BFGS``, with ``history_size`` = m (default 10, SciPy's L-BFGS-B default;
     torch's LBFGS uses 100).
 
     Where PyTorch differs: ``torch.optim.LBFGS`` runs the two-loop recursion in Python
-    (2m small vector operations per step), its first step is min(1, 1/||g||_1) lr and
+    (2m small vector operations per step), its first step is
+    :math:`\min(1, 1 / \lVert g \rVert_1)` lr and
     without ``line_search_fn="strong_wolfe"`` it takes fixed steps. Where SciPy differs:
     L-BFGS-B (c1 = 1e-3, c2 = 0.9) also handles bounds and stops on a relative decrease
     ``ftol``. Full-batch; DDP-safe only if the closure all-reduces the loss and gradient.

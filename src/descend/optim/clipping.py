@@ -40,16 +40,19 @@ def _check_norm_type(norm_type: float) -> float:
 def clip_grad_norm_(parameters: Iterable[Tensor] | Tensor, max_norm: float, norm_type: float = 2.0) -> Tensor:
     r"""Clip the gradients of all ``parameters`` together by their global norm, in place.
 
-    Sec. 8.2.4 / 10.11.1 (Pascanu et al., 2013)::
+    Sec. 8.2.4 / 10.11.1 (Pascanu et al., 2013), with threshold :math:`v` = ``max_norm``:
 
-        if ||g|| > v:  g <- g v / ||g||
+    .. math::
 
-    where g is the gradient of all parameters concatenated: the direction is kept and only
+        \textbf{if } \lVert g \rVert > v: \quad g \leftarrow \frac{g\, v}{\lVert g \rVert}
+
+    where :math:`g` is the gradient of all parameters concatenated: the direction is kept and only
     the step length is bounded, so a cliff (fig. 8.3) cannot catapult the parameters away.
 
     Returns the norm before clipping (a 0-d tensor; no host synchronization). Differences
-    from ``torch.nn.utils.clip_grad_norm_``: torch scales by ``v / (||g|| + 1e-6)`` (so a
-    clipped gradient has norm slightly below v), this function by exactly ``v / ||g||``; and
+    from ``torch.nn.utils.clip_grad_norm_``: torch scales by
+    :math:`v / (\lVert g \rVert + 10^{-6})` (so a clipped gradient has norm slightly below
+    :math:`v`), this function by exactly :math:`v / \lVert g \rVert`; and
     when the norm is NaN or infinite torch multiplies every gradient by NaN, while this
     function leaves the gradients unchanged, because a non-finite gradient is divergence,
     not a cliff (see :func:`register_nonfinite_guard`).
@@ -75,7 +78,11 @@ def clip_grad_norm_(parameters: Iterable[Tensor] | Tensor, max_norm: float, norm
 
 @torch.no_grad()
 def clip_grad_value_(parameters: Iterable[Tensor] | Tensor, max_value: float) -> None:
-    """Clip every gradient element to ``[-max_value, max_value]`` in place.
+    r"""Clip every gradient element to ``[-max_value, max_value]`` in place.
+
+    .. math::
+
+        g_i \leftarrow \min\bigl(\max(g_i, -v), v\bigr), \qquad v = \texttt{max\_value}
 
     The element-wise clipping of sec. 10.11.1 (Mikolov, 2012), which can change the
     gradient's direction (unlike norm clipping). Same semantics as

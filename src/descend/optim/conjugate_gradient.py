@@ -1,25 +1,34 @@
-"""Nonlinear conjugate gradients (Deep Learning sec. 8.6.2, Algorithm 8.9; cs189 notes).
+r"""Nonlinear conjugate gradients (Deep Learning sec. 8.6.2, Algorithm 8.9; cs189 notes).
 
 Steepest descent with exact line searches zig-zags (fig. 8.6): each new gradient is
 orthogonal to the previous direction and undoes part of its progress. Conjugate
 gradients instead descends along
 
-    rho_t = -g_t + beta_t rho_{t-1}                                      (eq. 8.29)
+.. math::
 
-chosen conjugate to the previous direction (rho_t^T H rho_{t-1} = 0), with
+    \rho_t = -g_t + \beta_t \rho_{t-1} \qquad \text{(8.29)}
 
-    Fletcher-Reeves   beta_t = g_t.g_t / g_{t-1}.g_{t-1}                  (eq. 8.30)
-    Polak-Ribiere     beta_t = (g_t - g_{t-1}).g_t / g_{t-1}.g_{t-1}      (eq. 8.31)
-    PR+               beta_t = max(0, Polak-Ribiere) (Powell, 1986; a negative beta
-                      is a restart), the default, as in SciPy's ``method="CG"``.
+chosen conjugate to the previous direction (:math:`\rho_t^\top H \rho_{t-1} = 0`), with
+
+.. math::
+
+    \begin{aligned}
+    &\text{Fletcher-Reeves:} && \beta_t = \frac{g_t^\top g_t}{g_{t-1}^\top g_{t-1}} && \text{(8.30)} \\
+    &\text{Polak-Ribi\`ere:} && \beta_t = \frac{(g_t - g_{t-1})^\top g_t}{g_{t-1}^\top g_{t-1}} && \text{(8.31)} \\
+    &\text{PR+:} && \beta_t = \max(0, \beta_t^{\text{PR}})
+    \end{aligned}
+
+(PR+: Powell, 1986; a negative :math:`\beta` is a restart), the default, as in SciPy's
+``method="CG"``.
 
 On a k-dimensional positive-definite quadratic with exact line searches this takes at
 most k line searches (sec. 8.6.2). On a network's loss ("nonlinear conjugate
-gradients") the directions drift from conjugacy, so the method restarts (beta_t = 0):
-every ``restart_every`` iterations ("for example if t is a multiple of some constant k",
-Algorithm 8.9), and when conjugacy is visibly lost, i.e. consecutive gradients are far
-from orthogonal: |g_t.g_{t-1}| >= ``restart_threshold`` * g_t.g_t (Powell's restart,
-Nocedal & Wright eq. 5.52), or when rho_t is not a descent direction.
+gradients") the directions drift from conjugacy, so the method restarts
+(:math:`\beta_t = 0`): every ``restart_every`` iterations ("for example if t is a multiple
+of some constant k", Algorithm 8.9), and when conjugacy is visibly lost, i.e. consecutive
+gradients are far from orthogonal: :math:`|g_t^\top g_{t-1}| \ge \nu\, g_t^\top g_t` with
+:math:`\nu` = ``restart_threshold`` (Powell's restart, Nocedal & Wright eq. 5.52), or when
+:math:`\rho_t` is not a descent direction.
 """
 
 from __future__ import annotations
@@ -39,15 +48,37 @@ BETAS = ("fletcher-reeves", "polak-ribiere", "polak-ribiere+")
 class NonlinearCG(LineSearchOptimizer):
     r"""The conjugate gradient method, Algorithm 8.9, full-batch, as a torch Optimizer.
 
-    .. code-block:: text
+    .. math::
 
-        input: theta_0, rho_0 = 0, g_0 = 0
-        while stopping criterion not met:
-            g_t = grad J(theta_t)                          (the closure)
-            beta_t = eq. 8.30 / 8.31 / PR+, or 0 on a restart
-            rho_t = -g_t + beta_t rho_{t-1}
-            epsilon* = argmin_eps J(theta_t + eps rho_t)   (strong Wolfe, c2 = 0.1; or exact)
-            theta_{t+1} = theta_t + epsilon* rho_t
+        \begin{aligned}
+        &\textbf{Require: } \text{initial parameters } \theta_0 \text{, training set of } m \text{ examples} \\
+        &\rho_0 \leftarrow 0,\ g_0 \leftarrow 0,\ t \leftarrow 1 \\
+        &\textbf{while } \text{stopping criterion not met } \textbf{do} \\
+        &\quad g_t \leftarrow \frac{1}{m} \nabla_\theta \sum_i L(f(x^{(i)}; \theta_t), y^{(i)})
+            && \text{the closure} \\
+        &\quad \beta_t \leftarrow \text{(8.30), (8.31) or PR+; } 0 \text{ on a restart} \\
+        &\quad \rho_t \leftarrow -g_t + \beta_t \rho_{t-1} && \text{(8.29)} \\
+        &\quad \epsilon^* \leftarrow \operatorname*{arg\,min}_\epsilon \frac{1}{m} \sum_{i=1}^m
+            L(f(x^{(i)}; \theta_t + \epsilon \rho_t), y^{(i)})
+            && \text{strong Wolfe, } c_2 = 0.1 \text{; or exact} \\
+        &\quad \theta_{t+1} \leftarrow \theta_t + \epsilon^* \rho_t \\
+        &\quad t \leftarrow t + 1 \\
+        &\textbf{end while}
+        \end{aligned}
+
+    with the choices of :math:`\beta_t` (``beta``)
+
+    .. math::
+
+        \begin{aligned}
+        &\text{Fletcher-Reeves (8.30):} && \beta_t = \frac{g_t^\top g_t}{g_{t-1}^\top g_{t-1}} \\
+        &\text{Polak-Ribi\`ere (8.31):} && \beta_t = \frac{(g_t - g_{t-1})^\top g_t}{g_{t-1}^\top g_{t-1}} \\
+        &\text{PR+ (Powell, 1986):} && \beta_t = \max\Bigl(0, \frac{(g_t - g_{t-1})^\top g_t}{g_{t-1}^\top g_{t-1}}\Bigr)
+        \end{aligned}
+
+    and a restart (:math:`\beta_t = 0`) every ``restart_every`` iterations, when
+    :math:`|g_t^\top g_{t-1}| \ge \nu\, g_t^\top g_t` (Powell's test, ``restart_threshold``)
+    or when :math:`\rho_t` is not a descent direction.
 
     Args:
         params: the parameters (one group).
@@ -55,20 +86,22 @@ class NonlinearCG(LineSearchOptimizer):
         beta: "polak-ribiere+" (default), "polak-ribiere" or "fletcher-reeves".
         restart_every: k, restart every k iterations (None: every n = number of parameters,
             the period after which CG on a quadratic has converged).
-        restart_threshold: Powell's nu (0.2); None disables the orthogonality test.
+        restart_threshold: Powell's :math:`\nu` (0.2); None disables the orthogonality test.
         max_iter / max_eval: iterations / closure calls per ``step`` (as torch's LBFGS).
-        tolerance_grad: stop when max |g_i| <= tolerance_grad.
+        tolerance_grad: stop when :math:`\max_i |g_i| \le` ``tolerance_grad``.
         tolerance_change: stop when the loss or the step changes by less than this.
         line_search: "strong-wolfe", or "exact", the analytic step of Algorithm 8.9 for a
-            quadratic (epsilon* = -g.rho / rho^T H rho, with H rho from the gradient at
-            theta + rho; two closure calls per iteration; wrong for non-quadratics).
+            quadratic (:math:`\epsilon^* = -g^\top \rho / \rho^\top H \rho`, with
+            :math:`H \rho` from the gradient at :math:`\theta + \rho`; two closure calls per
+            iteration; wrong for non-quadratics).
         c1, c2: strong Wolfe constants (c2 < 1/2 keeps Fletcher-Reeves directions descent
             directions; N&W sec. 5.2).
 
     The first trial step of each line search assumes the same first-order decrease as the
     last step (Nocedal & Wright eq. 3.60). Where SciPy differs: ``minimize(method="CG")``
-    is PR+ with c2 = 0.4, a first trial min(1, 2.02 (f_t - f_{t-1}) / g.rho) and no
-    restarts besides beta < 0. Full-batch only ("batch descent only", cs189); DDP-safe only
+    is PR+ with :math:`c_2 = 0.4`, a first trial
+    :math:`\min(1, 2.02 (f_t - f_{t-1}) / g^\top \rho)` and no restarts besides
+    :math:`\beta < 0`. Full-batch only ("batch descent only", cs189); DDP-safe only
     if the closure all-reduces the loss and gradient.
     """
 

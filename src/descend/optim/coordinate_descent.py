@@ -1,4 +1,4 @@
-"""Coordinate descent and block coordinate descent (Deep Learning sec. 8.7.2).
+r"""Coordinate descent and block coordinate descent (Deep Learning sec. 8.7.2).
 
 "If we minimize f(x) with respect to a single variable x_i, then minimize it with
 respect to another variable x_j and so on, repeatedly cycling through all variables, we
@@ -7,14 +7,17 @@ a subset of the variables at a time. Each update is an exact minimization, so th
 objective never increases.
 
 * ``coordinate_descent``: (block) coordinate descent on a quadratic
-  J(x) = 1/2 x^T A x - b^T x, each block solved exactly (Gauss-Seidel for single
-  coordinates). The book's warning case f(x) = (x1 - x2)^2 + alpha (x1^2 + x2^2) is
-  ``coupled_quadratic(alpha)``: for small alpha each sweep shrinks x by only
-  1 / (1 + alpha)^2, while Newton's method solves it in one step.
+  :math:`J(x) = \frac{1}{2} x^\top A x - b^\top x`, each block solved exactly (Gauss-Seidel
+  for single coordinates). The book's warning case
+  :math:`f(x) = (x_1 - x_2)^2 + \alpha (x_1^2 + x_2^2)` is ``coupled_quadratic(alpha)``: for
+  small :math:`\alpha` each sweep shrinks :math:`x` by only :math:`1 / (1 + \alpha)^2`, while
+  Newton's method solves it in one step.
 * ``block_coordinate_descent``: the generic loop: a list of block minimizers, cycled.
 * Sparse coding, eq. 8.38,
 
-      J(H, W) = sum_ij |H_ij| + sum_ij (X - W^T H)_ij^2,
+  .. math::
+
+      J(H, W) = \sum_{i,j} |H_{i,j}| + \sum_{i,j} \bigl(X - W^\top H\bigr)_{i,j}^2,
 
   is not convex, but convex in H for fixed W and in W for fixed H. ``sparse_coding``
   alternates the two: ``sparse_codes`` minimizes over H (a lasso, solved by exact
@@ -22,7 +25,7 @@ objective never increases.
   ``dictionary_least_squares`` over W (least squares). Shapes: X is d x m (one example
   per column), H is k x m (one code per column), W is k x d (one atom per row).
   Optional extras from the text ("most applications ... also involve weight decay"): a
-  weight ``sparsity`` on the L1 term and ``weight_decay`` * ||W||^2.
+  weight ``sparsity`` on the L1 term and ``weight_decay`` :math:`\cdot \lVert W \rVert^2`.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ __all__ = [
 
 
 def coupled_quadratic(alpha: float, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
-    """(A, b) with 1/2 x^T A x - b^T x = (x1 - x2)^2 + alpha (x1^2 + x2^2) (sec. 8.7.2)."""
+    r""":math:`(A, b)` with :math:`\frac{1}{2} x^\top A x - b^\top x = (x_1 - x_2)^2 + \alpha (x_1^2 + x_2^2)`
+    (sec. 8.7.2)."""
     A = torch.tensor([[2 + 2 * alpha, -2.0], [-2.0, 2 + 2 * alpha]], dtype=dtype)
     return A, torch.zeros(2, dtype=dtype)
 
@@ -61,10 +65,21 @@ def coordinate_descent(
     blocks: Sequence[Sequence[int]] | None = None,
     tol: float = 0.0,
 ) -> tuple[Tensor, list[float]]:
-    """(Block) coordinate descent on J(x) = 1/2 x^T A x - b^T x, A symmetric positive definite.
+    r"""(Block) coordinate descent (sec. 8.7.2) on a quadratic, :math:`A` symmetric positive
+    definite:
 
-    One sweep minimizes J exactly over each block B in turn, the others fixed:
-    x_B <- A_BB^{-1} (b_B - A_{B,rest} x_rest). ``blocks`` defaults to single coordinates
+    .. math::
+
+        J(x) = \frac{1}{2} x^\top A x - b^\top x.
+
+    One sweep minimizes :math:`J` exactly over each block :math:`B` in turn, the others
+    (:math:`R`, the rest) fixed:
+
+    .. math::
+
+        x_B \leftarrow A_{BB}^{-1} (b_B - A_{BR}\, x_R).
+
+    ``blocks`` defaults to single coordinates
     (Gauss-Seidel). The sweep is sequential by definition (each block sees the updates
     before it); each block update is vectorized. Returns x and J after each sweep
     (J before the first sweep at index 0); stops early when a sweep lowers J by <= ``tol``.
@@ -101,10 +116,17 @@ def block_coordinate_descent(
     sweeps: int,
     tol: float = 0.0,
 ) -> list[float]:
-    """Cycle through ``block_minimizers`` (each minimizes the objective over its block in place).
+    r"""Cycle through ``block_minimizers`` (each minimizes the objective over its block in place).
+
+    Block coordinate descent (sec. 8.7.2): for blocks :math:`x_{B_1}, \dots, x_{B_n}` of the
+    variables, one sweep is
+
+    .. math::
+
+        x_{B_j} \leftarrow \operatorname*{arg\,min}_{x_{B_j}} J(x), \qquad j = 1, \dots, n.
 
     Returns the objective before the first sweep and after every block update; stops
-    when a whole sweep lowers it by <= ``tol`` (relative to max(1, |J|)).
+    when a whole sweep lowers it by <= ``tol`` (relative to :math:`\max(1, |J|)`).
     """
     if sweeps < 0:
         raise ConfigError(f"Invalid sweeps: {sweeps}; sweeps must be >= 0")
@@ -134,7 +156,8 @@ def _check_shapes(X: Tensor, W: Tensor | None = None, H: Tensor | None = None) -
 
 
 def sparse_coding_objective(X: Tensor, W: Tensor, H: Tensor, sparsity: float = 1.0, weight_decay: float = 0.0) -> float:
-    """Eq. 8.38: sparsity * sum |H_ij| + sum (X - W^T H)_ij^2 (+ weight_decay * sum W_ij^2)."""
+    r"""Eq. 8.38 with weights :math:`\lambda` = ``sparsity`` and :math:`\mu` = ``weight_decay``:
+    :math:`\lambda \sum_{i,j} |H_{i,j}| + \sum_{i,j} (X - W^\top H)_{i,j}^2 + \mu \sum_{i,j} W_{i,j}^2`."""
     _check_shapes(X, W, H)
     J = sparsity * H.abs().sum() + (X - W.T @ H).square().sum()
     if weight_decay:
@@ -145,12 +168,20 @@ def sparse_coding_objective(X: Tensor, W: Tensor, H: Tensor, sparsity: float = 1
 def sparse_codes(
     X: Tensor, W: Tensor, H: Tensor | None = None, sparsity: float = 1.0, sweeps: int = 50, tol: float = 1e-10
 ) -> Tensor:
-    """argmin_H sparsity * sum|H| + ||X - W^T H||^2 for fixed W, by exact coordinate descent.
+    r""":math:`\operatorname*{arg\,min}_H \lambda \sum |H| + \lVert X - W^\top H \rVert^2` for
+    fixed :math:`W` (:math:`\lambda` = ``sparsity``), by exact coordinate descent.
 
-    Row r of H (atom r's coefficient in every example) has the closed-form minimizer
-    h_r = soft(w_r^T R_r, sparsity / 2) / ||w_r||^2, where R_r = X - W^T H + w_r h_r^T is the
-    residual without atom r and soft(a, t) = sign(a) max(|a| - t, 0); w_r^T R_r is computed
-    from the Gram matrices W W^T and W X (O(km) per row). Examples are
+    Row :math:`r` of :math:`H` (atom :math:`r`'s coefficient in every example) has the
+    closed-form minimizer
+
+    .. math::
+
+        h_r = \frac{\operatorname{soft}(w_r^\top R_r, \lambda / 2)}{\lVert w_r \rVert^2},
+        \qquad R_r = X - W^\top H + w_r h_r^\top,
+        \qquad \operatorname{soft}(a, t) = \operatorname{sign}(a) \max(|a| - t, 0),
+
+    :math:`R_r` being the residual without atom :math:`r`; :math:`w_r^\top R_r` is computed
+    from the Gram matrices :math:`W W^\top` and :math:`W X` (:math:`O(km)` per row). Examples are
     independent given W, so each row update covers all m examples in one vectorized
     operation; sweeps over the k rows repeat until no entry moves by more than ``tol``.
     Each update is an exact minimization, so the objective never increases.
@@ -178,10 +209,14 @@ def sparse_codes(
 
 
 def dictionary_least_squares(X: Tensor, H: Tensor, weight_decay: float = 0.0) -> Tensor:
-    """argmin_W ||X - W^T H||^2 (+ weight_decay ||W||^2) for fixed H: least squares.
+    r""":math:`\operatorname*{arg\,min}_W \lVert X - W^\top H \rVert^2 + \mu \lVert W \rVert^2`
+    for fixed :math:`H` (:math:`\mu` = ``weight_decay``): least squares,
 
-    W = (H H^T + weight_decay I)^{-1} H X^T; with weight_decay = 0 via ``torch.linalg.lstsq``
-    on H^T W = X^T, which also handles rank-deficient H (unused atoms) by the
+    .. math::
+
+        W = (H H^\top + \mu I)^{-1} H X^\top;
+
+    with :math:`\mu = 0` via ``torch.linalg.lstsq`` on :math:`H^\top W = X^\top`, which also handles rank-deficient H (unused atoms) by the
     minimum-norm solution.
     """
     if X.dim() != 2 or H.dim() != 2 or H.shape[1] != X.shape[1]:
@@ -205,14 +240,23 @@ class SparseCodingResult:
 def sparse_coding(X: Tensor, n_atoms: int, iterations: int = 20, *, sparsity: float = 1.0, weight_decay: float = 0.0,
                   code_sweeps: int = 50, tol: float = 0.0, W0: Tensor | None = None,
                   generator: torch.Generator | None = None) -> SparseCodingResult:
-    """Sparse coding (eq. 8.38) by block coordinate descent: alternately H, then W.
+    r"""Sparse coding (eq. 8.38) by block coordinate descent: alternately H, then W.
+
+    Minimizes (with :math:`\lambda` = ``sparsity``, :math:`\mu` = ``weight_decay``; the book's
+    eq. 8.38 is :math:`\lambda = 1, \mu = 0`)
+
+    .. math::
+
+        J(H, W) = \lambda \sum_{i,j} |H_{i,j}| + \sum_{i,j} \bigl(X - W^\top H\bigr)_{i,j}^2
+            + \mu \sum_{i,j} W_{i,j}^2.
 
     H starts at 0, W at ``W0`` or at randomly chosen examples scaled to unit norm (plus a
     little noise, so that no two atoms coincide). Each iteration minimizes
     over H (``sparse_codes``, warm-started) then over W (``dictionary_least_squares``), by
     ``block_coordinate_descent``; both are exact block minimizations, so the recorded
     objective is non-increasing (up to the round-off of the least-squares solve). Stops
-    after ``iterations`` or when an iteration lowers J by <= tol * max(1, |J|).
+    after ``iterations`` or when an iteration lowers :math:`J` by
+    :math:`\le \texttt{tol} \cdot \max(1, |J|)`.
     """
     _check_shapes(X)
     if n_atoms < 1:

@@ -100,11 +100,17 @@ def flat_grad(loss: Tensor, params: Sequence[Tensor], create_graph: bool = False
 
 
 class HessianOperator:
-    """v -> H v for the Hessian of ``loss`` in ``params``, by double back-propagation.
+    r""":math:`v \mapsto Hv` for the Hessian of ``loss`` in ``params``, by double
+    back-propagation.
 
-    The first back-propagation (grad_theta J with ``create_graph=True``) is done once, here;
-    each product is then one more backward pass through that graph:
-    H v = grad_theta (g . v). Build it from a loss, or ``from_grads`` from gradients that
+    The first back-propagation (:math:`g = \nabla_\theta J` with ``create_graph=True``) is
+    done once, here; each product is then one more backward pass through that graph:
+
+    .. math::
+
+        H v = \nabla_\theta \bigl(g^\top v\bigr).
+
+    Build it from a loss, or ``from_grads`` from gradients that
     already carry a graph (an optimizer closure that called ``backward(create_graph=True)``).
 
     ``op(v)`` takes a flat vector of k elements; ``op.matmul(V)`` takes a (r, k) block of
@@ -170,20 +176,32 @@ class HessianOperator:
 
 
 def hessian_vector_product(loss: Tensor, params: Sequence[Tensor], v: Tensor) -> Tensor:
-    """H v for the Hessian of a scalar ``loss`` in ``params``, never forming H.
+    r""":math:`Hv` for the Hessian of a scalar ``loss`` in ``params``, never forming :math:`H`.
 
-    Pearlmutter's exact product by double back-propagation: H v = grad_theta (grad_theta J . v).
-    ``v`` and the result are flat vectors of k = (number of parameter elements) entries.
+    Pearlmutter's exact product by double back-propagation:
+
+    .. math::
+
+        H v = \nabla_\theta \bigl( (\nabla_\theta J)^\top v \bigr).
+
+    ``v`` and the result are flat vectors of :math:`k` = (number of parameter elements) entries.
     """
     return HessianOperator(loss, params)(v)
 
 
 def hessian(loss: Tensor, params: Sequence[Tensor], chunk_size: int = 256) -> Tensor:
-    """The full k x k Hessian of ``loss`` in ``params`` (small models only).
+    r"""The full :math:`k \times k` Hessian of ``loss`` in ``params`` (small models only).
 
-    The "Compute Hessian" line of Algorithm 8.8: rows H e_i, ``chunk_size`` of them per
-    batched backward pass. Memory O(k^2), time about k / chunk_size backward passes;
-    symmetrized ((H + H^T) / 2) to remove the round-off asymmetry.
+    The "Compute Hessian" line of Algorithm 8.8,
+
+    .. math::
+
+        H_{ij} = \frac{\partial^2 J}{\partial \theta_i \partial \theta_j}, \qquad
+        H = \nabla_\theta^2 J(\theta),
+
+    as rows :math:`H e_i`, ``chunk_size`` of them per batched backward pass. Memory
+    :math:`O(k^2)`, time about :math:`k` / ``chunk_size`` backward passes; symmetrized,
+    :math:`(H + H^\top) / 2`, to remove the round-off asymmetry.
     """
     if chunk_size < 1:
         raise ConfigError(f"Invalid chunk_size: {chunk_size}; chunk_size must be >= 1")
@@ -193,11 +211,13 @@ def hessian(loss: Tensor, params: Sequence[Tensor], chunk_size: int = 256) -> Te
 def hessian_eigenspectrum(
     loss: Tensor, params: Sequence[Tensor], eigenvectors: bool = False
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Eigenvalues (ascending) of the Hessian, and optionally its eigenvectors (columns).
+    r"""Eigenvalues (ascending) of the Hessian, and optionally its eigenvectors (columns):
+    :math:`H = Q \operatorname{diag}(\lambda) Q^\top`, :math:`\lambda_1 \le \dots \le \lambda_k`.
 
     Sec. 8.2.3: at a critical point, all-positive eigenvalues mean a minimum, mixed signs a
     saddle point (the fraction of negative ones is its index); sec. 8.2.1: the ratio of
-    the largest to the smallest eigenvalue magnitude is the condition number.
+    the largest to the smallest eigenvalue magnitude is the condition number,
+    :math:`\kappa = \max_i |\lambda_i| / \min_i |\lambda_i|`.
     """
     H = hessian(loss, params)
     if eigenvectors:
@@ -242,18 +262,27 @@ def lanczos(
 
 
 class GaussNewtonOperator:
-    """v -> G v, the Gauss-Newton product G v = J^T H_L J v, never forming J or G.
+    r""":math:`v \mapsto Gv`, the Gauss-Newton product :math:`G v = J^\top H_L J v`, never
+    forming :math:`J` or :math:`G`.
 
-    ``outputs`` are the network outputs z(theta) (any shape, computed with autograd from
-    ``params``) and ``loss`` = L(z) the scalar loss computed from them. Then J = dz/dtheta,
-    H_L = d^2 L / dz^2 and G = J^T H_L J is the part of the Hessian
-    H = G + sum_o (dL/dz_o) d^2 z_o / dtheta^2 that ignores the curvature of the network
-    itself; G is positive semi-definite when L is convex in z (squared error, softmax
-    cross-entropy), which is why Levenberg-Marquardt and SDLM use it.
+    ``outputs`` are the network outputs :math:`z(\theta)` (any shape, computed with autograd
+    from ``params``) and ``loss`` :math:`= L(z)` the scalar loss computed from them. Then
 
-    Each product is three backward passes: J v by the double-vjp trick
-    (J v = d/du [ (J^T u) . v ], linear in a dummy u), H_L (J v) by double back-propagation
-    through the loss alone, and J^T (H_L J v).
+    .. math::
+
+        J = \frac{\partial z}{\partial \theta}, \qquad
+        H_L = \frac{\partial^2 L}{\partial z^2}, \qquad
+        H = \underbrace{J^\top H_L J}_{G}
+            + \sum_o \frac{\partial L}{\partial z_o} \frac{\partial^2 z_o}{\partial \theta^2},
+
+    so :math:`G` is the part of the Hessian that ignores the curvature of the network
+    itself; :math:`G` is positive semi-definite when :math:`L` is convex in :math:`z`
+    (squared error, softmax cross-entropy), which is why Levenberg-Marquardt and SDLM use it.
+
+    Each product is three backward passes: :math:`Jv` by the double-vjp trick
+    (:math:`J v = \frac{\partial}{\partial u} \bigl[ (J^\top u)^\top v \bigr]`, linear in a
+    dummy :math:`u`), :math:`H_L (J v)` by double back-propagation through the loss alone,
+    and :math:`J^\top (H_L J v)`.
     """
 
     def __init__(self, outputs: Tensor, loss: Tensor, params: Sequence[Tensor]):
@@ -302,11 +331,17 @@ def hutchinson_diagonal(
     matvec, dim: int, samples: int = 1, *, dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None, generator: torch.Generator | None = None,
 ) -> Tensor:
-    """diag(A) ~ mean over Rademacher z of z * (A z), for a symmetric operator A.
+    r"""Hutchinson's estimate of the diagonal of a symmetric operator :math:`A`, from
+    :math:`S` = ``samples`` Rademacher vectors :math:`z^{(s)}` (independent :math:`\pm 1`
+    entries):
 
-    Unbiased because E[z_i z_j] = [i == j] for z with independent +-1 entries; exact in one
-    sample when A is diagonal. ``matvec`` is a ``HessianOperator`` (diag H) or a
-    ``GaussNewtonOperator`` (diag G, non-negative in expectation).
+    .. math::
+
+        \operatorname{diag}(A) \approx \frac{1}{S} \sum_{s=1}^{S} z^{(s)} \odot \bigl(A z^{(s)}\bigr).
+
+    Unbiased because :math:`\mathbb{E}[z_i z_j] = [i = j]`; exact in one sample when
+    :math:`A` is diagonal. ``matvec`` is a ``HessianOperator`` (:math:`\operatorname{diag} H`)
+    or a ``GaussNewtonOperator`` (:math:`\operatorname{diag} G`, non-negative in expectation).
     """
     if samples < 1:
         raise ConfigError(f"Invalid samples: {samples}; samples must be >= 1")

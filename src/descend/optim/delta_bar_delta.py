@@ -16,31 +16,39 @@ class DeltaBarDelta(FirstOrderOptimizer):
     The text states the idea only ("if the partial derivative ... remains the same sign,
     then the learning rate should increase ... if [it] changes sign, then the learning rate
     should decrease") and notes that such a rule suits full-batch optimization. Jacobs'
-    rule, with the rates written as gains on the group learning rate
-    (``eps_i = lr * gain_i``) so that torch LR schedulers still scale every rate:
+    rule, with the rates written as gains :math:`\gamma_i` on the group learning rate
+    (:math:`\epsilon_i = \epsilon \gamma_i`) so that torch LR schedulers still scale every rate
+    (all operations per element :math:`i`; :math:`\theta_J` is Jacobs' smoothing, ``smoothing``):
 
-    .. code-block:: text
+    .. math::
 
-        gain = 1, bar_delta = 0                       # per element
-        while stopping criterion not met:
-            g <- grad_theta J(theta)                  # "delta"
-            if bar_delta * g > 0:  gain <- gain + kappa          # same sign: additive increase
-            if bar_delta * g < 0:  gain <- (1 - phi) gain        # sign flip: geometric decrease
-            theta <- theta - lr * gain * g
-            bar_delta <- (1 - smoothing) g + smoothing bar_delta  # "delta bar": averaged past g
+        \begin{aligned}
+        &\gamma \leftarrow 1,\ \bar{\delta} \leftarrow 0 \\
+        &\textbf{while } \text{stopping criterion not met } \textbf{do} \\
+        &\quad g \leftarrow \nabla_\theta J(\theta) && \text{"delta"} \\
+        &\quad \textbf{if } \bar{\delta}_i g_i > 0 \textbf{ then } \gamma_i \leftarrow \gamma_i + \kappa
+            && \text{same sign: additive increase} \\
+        &\quad \textbf{if } \bar{\delta}_i g_i < 0 \textbf{ then } \gamma_i \leftarrow (1 - \phi) \gamma_i
+            && \text{sign flip: geometric decrease} \\
+        &\quad \theta \leftarrow \theta - \epsilon\, \gamma \odot g \\
+        &\quad \bar{\delta} \leftarrow (1 - \theta_J) g + \theta_J \bar{\delta}
+            && \text{"delta bar": averaged past } g \\
+        &\textbf{end while}
+        \end{aligned}
 
     With a constant ``lr`` this is exactly Jacobs' rule with additive increment
-    ``lr * kappa`` on the rate (the reference test transcribes it in that form). The first
-    step has ``bar_delta = 0`` and leaves the gains at 1. torch has no delta-bar-delta;
-    its closest relative is ``torch.optim.Rprop`` (sign-based, multiplicative increase,
-    step sizes independent of |g|).
+    :math:`\epsilon \kappa` on the rate (the reference test transcribes it in that form). The
+    first step has :math:`\bar{\delta} = 0` and leaves the gains at 1. torch has no
+    delta-bar-delta; its closest relative is ``torch.optim.Rprop`` (sign-based, multiplicative
+    increase, step sizes independent of :math:`|g|`).
 
     Args:
         params: parameters or param-group dicts.
-        lr: initial (and base) learning rate eps_0 (>= 0).
-        kappa: additive gain increase while signs agree (>= 0).
-        phi: fraction the gain loses on a sign flip, in [0, 1].
-        smoothing: theta of Jacobs' average of past derivatives, in [0, 1).
+        lr: initial (and base) learning rate :math:`\epsilon` (>= 0).
+        kappa: additive gain increase :math:`\kappa` while signs agree (>= 0).
+        phi: fraction :math:`\phi` the gain loses on a sign flip, in [0, 1].
+        smoothing: :math:`\theta_J`, Jacobs' :math:`\theta` of the average of past derivatives,
+            in [0, 1).
         weight_decay, decoupled_weight_decay: L2 coupled to g (the texts) or decoupled.
         foreach: multi-tensor path (default) or per-tensor loop; identical numbers.
     """

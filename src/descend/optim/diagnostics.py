@@ -78,7 +78,18 @@ class GradientCurvature:
 
 
 def gradient_curvature(loss: Tensor, params: Sequence[Tensor], lr: float | None = None) -> GradientCurvature:
-    """g^T g and g^T H g for a scalar ``loss`` of ``params``: one gradient and one H g product."""
+    r""":math:`g^\top g` and :math:`g^\top H g` for a scalar ``loss`` of ``params``: one gradient
+    and one :math:`Hg` product.
+
+    With them (and ``lr`` :math:`= \epsilon`) the result gives the change of the cost that
+    the second-order Taylor expansion predicts for the step :math:`-\epsilon g` (eq. 8.10),
+    and the step that minimizes it along :math:`-g` (eq. 4.10):
+
+    .. math::
+
+        J(\theta - \epsilon g) - J(\theta) \approx \frac{1}{2} \epsilon^2 g^\top H g
+            - \epsilon g^\top g, \qquad \epsilon^* = \frac{g^\top g}{g^\top H g}.
+    """
     op = HessianOperator(loss, params)
     g = op.grad.detach()
     gHg = float(g.dot(op(g)))
@@ -87,7 +98,9 @@ def gradient_curvature(loss: Tensor, params: Sequence[Tensor], lr: float | None 
 
 
 def gradient_norms(named_parameters) -> dict[str, float]:
-    """||grad|| of each parameter (from ``p.grad``; None -> skipped) and their ``total``."""
+    r""":math:`\lVert \nabla_{\theta_j} J \rVert` of each parameter :math:`\theta_j` (from
+    ``p.grad``; None -> skipped) and their ``total``, :math:`\sqrt{\sum_j \lVert \nabla_{\theta_j} J \rVert^2}`.
+    """
     norms = {name: p.grad.detach().norm() for name, p in named_parameters if p.grad is not None}
     if not norms:
         return {"total": 0.0}
@@ -98,13 +111,21 @@ def gradient_norms(named_parameters) -> dict[str, float]:
 
 
 class CurvatureMonitor:
-    """Trainer callback: gradient norms every batch, g^T g vs g^T H g every ``every`` batches.
+    r"""Trainer callback: gradient norms every batch, :math:`g^\top g` vs :math:`g^\top H g`
+    every ``every`` batches.
 
     On ``on_batch_end`` it reads the gradient norm the batch left in ``p.grad``; every
     ``every`` batches it also re-evaluates the loss on the current batch
-    (``trainer.batch``), computes g^T g and g^T H g (one H g product; with
-    ``lanczos_steps`` > 0 also the extreme Hessian eigenvalues from that many products)
-    and eq. 8.10 for the optimizer's current learning rate. The measurement does not
+    (``trainer.batch``), computes :math:`g^\top g` and :math:`g^\top H g` (one :math:`Hg`
+    product; with ``lanczos_steps`` > 0 also the extreme Hessian eigenvalues from that many
+    products) and eq. 8.10 for the optimizer's current learning rate :math:`\epsilon`,
+
+    .. math::
+
+        \frac{1}{2} \epsilon^2 g^\top H g - \epsilon g^\top g,
+
+    the change of the cost the second-order Taylor expansion predicts; ill-conditioning
+    hurts when the first term exceeds :math:`\epsilon g^\top g` (sec. 8.2.1). The measurement does not
     disturb training: it uses ``torch.autograd.grad`` (``p.grad`` untouched), runs under a
     forked RNG (same dropout stream afterwards) and restores the module buffers (batch
     norm running statistics). ``on_epoch_end`` adds ``grad_norm`` (mean over the epoch's

@@ -1,21 +1,26 @@
-"""Line searches, and the loop that every line-search method shares (Deep Learning sec. 8.6).
+r"""Line searches, and the loop that every line-search method shares (Deep Learning sec. 8.6).
 
 Algorithm 8.9 (conjugate gradients) and BFGS (sec. 8.6.3, eq. 8.33) repeat the same
-three lines: choose a direction rho_t, perform a line search for
-epsilon* = argmin_epsilon J(theta_t + epsilon rho_t), apply theta_{t+1} = theta_t + epsilon* rho_t.
+three lines: choose a direction :math:`\rho_t`, perform a line search for
+:math:`\epsilon^* = \operatorname*{arg\,min}_\epsilon J(\theta_t + \epsilon \rho_t)`, apply
+:math:`\theta_{t+1} = \theta_t + \epsilon^* \rho_t`.
 This file holds the pieces they share:
 
 * ``strong_wolfe``: an inexact line search that returns a step satisfying the strong
   Wolfe conditions (Nocedal & Wright, "Numerical Optimization", 2nd ed., Algorithms 3.5
   and 3.6; cubic interpolation eq. 3.59)
 
-      J(theta + a d) <= J(theta) + c1 a g.d            (sufficient decrease)
-      |grad J(theta + a d) . d| <= c2 |g.d|           (curvature)
+  .. math::
 
-  with 0 < c1 < c2 < 1. The book: BFGS "can spend less time refining each line search"
+      \begin{aligned}
+      J(\theta + a d) &\le J(\theta) + c_1 a\, g^\top d && \text{sufficient decrease} \\
+      |\nabla_\theta J(\theta + a d)^\top d| &\le c_2 |g^\top d| && \text{curvature}
+      \end{aligned}
+
+  with :math:`0 < c_1 < c_2 < 1`. The book: BFGS "can spend less time refining each line search"
   (c2 = 0.9), conjugate gradients needs a more exact one (c2 = 0.1).
 * ``exact_quadratic_step``: "On a truly quadratic cost function, analytically solve for
-  epsilon*" (Algorithm 8.9): epsilon* = -g.d / d^T H d.
+  epsilon*" (Algorithm 8.9): :math:`\epsilon^* = -g^\top d / d^\top H d`.
 * ``ClosureObjective``: J(theta) of eq. 8.25 seen through a ``torch.optim`` closure, on one
   flat parameter vector; it validates what the closure returns.
 * ``LineSearchOptimizer``: the outer loop (direction, line search, update, stopping
@@ -124,11 +129,19 @@ def strong_wolfe(
     tolerance_change: float = 1e-9,
     direction_norm: float = 1.0,
 ) -> LineSearchResult:
-    """Find a step a > 0 that satisfies the strong Wolfe conditions along a direction d.
+    r"""Find a step :math:`a > 0` that satisfies the strong Wolfe conditions along a direction
+    :math:`d` (Nocedal & Wright eq. 3.7), with :math:`g = \nabla_\theta J(\theta)`:
 
-    ``phi(a)`` returns (J(theta + a d), grad J(theta + a d) as a flat tensor, its dot with d);
-    ``loss0``, ``grad0`` and ``derivative0`` = g.d < 0 describe a = 0; ``step`` is the first
-    trial. Bracketing (N&W Algorithm 3.5): trials grow by cubic extrapolation (at most 10x)
+    .. math::
+
+        \begin{aligned}
+        J(\theta + a d) &\le J(\theta) + c_1 a\, g^\top d && \text{sufficient decrease} \\
+        |\nabla_\theta J(\theta + a d)^\top d| &\le c_2 |g^\top d| && \text{curvature}
+        \end{aligned}
+
+    ``phi(a)`` returns (:math:`J(\theta + a d)`, :math:`\nabla_\theta J(\theta + a d)` as a
+    flat tensor, its dot with :math:`d`); ``loss0``, ``grad0`` and ``derivative0``
+    :math:`= g^\top d < 0` describe :math:`a = 0`; ``step`` is the first trial. Bracketing (N&W Algorithm 3.5): trials grow by cubic extrapolation (at most 10x)
     until one is too long (sufficient decrease fails, or the loss rose, or is not finite)
     or the slope turns non-negative; then zoom (Algorithm 3.6) shrinks the bracket by
     safeguarded cubic interpolation. At most ``max_evals`` calls of ``phi``. If no point
@@ -219,7 +232,8 @@ def strong_wolfe(
 
 
 def exact_quadratic_step(derivative0: float, curvature: float) -> float:
-    """epsilon* = -g.d / d^T H d, the exact minimizer along d of a quadratic (Algorithm 8.9)."""
+    r""":math:`\epsilon^* = -g^\top d / d^\top H d`, the exact minimizer along :math:`d` of a
+    quadratic (Algorithm 8.9)."""
     if not (curvature > 0.0 and math.isfinite(curvature)):
         raise OptimizationError(
             f"the exact line search needs positive curvature along the direction, got d^T H d = {curvature:.3g}; "
@@ -364,15 +378,20 @@ def model_closure(
 
 
 class LineSearchOptimizer(torch.optim.Optimizer):
-    """The loop of Algorithm 8.9 / eq. 8.33 on one flat vector theta, as a torch Optimizer.
+    r"""The loop of Algorithm 8.9 / eq. 8.33 on one flat vector :math:`\theta`, as a torch Optimizer.
 
-        loop (at most ``max_iter`` times per ``step(closure)``):
-            rho_t = direction(g_t)                          (subclass: CG, BFGS, L-BFGS)
-            epsilon* = line search along rho_t                (strong Wolfe, or exact)
-            theta_{t+1} = theta_t + epsilon* rho_t
-            remember(s_t = epsilon* rho_t, y_t = g_{t+1} - g_t) (subclass)
-            stop if ||g||_inf <= tolerance_grad, or the loss / the step changed by less
-            than tolerance_change, or ``max_eval`` closure calls were made
+    .. math::
+
+        \begin{aligned}
+        &\textbf{repeat } \text{at most } \texttt{max\_iter} \text{ times per } \texttt{step(closure)}: \\
+        &\quad \rho_t \leftarrow \operatorname{direction}(g_t) && \text{subclass: CG, BFGS, L-BFGS} \\
+        &\quad \epsilon^* \leftarrow \text{line search along } \rho_t && \text{strong Wolfe, or exact} \\
+        &\quad \theta_{t+1} \leftarrow \theta_t + \epsilon^* \rho_t && \text{(8.33)} \\
+        &\quad \operatorname{remember}(s_t = \epsilon^* \rho_t,\ y_t = g_{t+1} - g_t) && \text{subclass} \\
+        &\quad \textbf{stop if } \lVert g \rVert_\infty \le \texttt{tolerance\_grad}
+            \text{, or the loss / the step changed by less than } \texttt{tolerance\_change} \\
+        &\qquad \text{or } \texttt{max\_eval} \text{ closure calls were made}
+        \end{aligned}
 
     Full-batch (the texts: "batch descent only"); the closure is called several times per
     step. DDP-safe only if the closure all-reduces the loss and the gradient over ranks.

@@ -12,19 +12,28 @@ from descend.optim.first_order import FirstOrderOptimizer
 class Momentum(FirstOrderOptimizer):
     r"""SGD with momentum (Polyak, 1964), Algorithm 8.2.
 
-    .. code-block:: text
+    .. math::
 
-        Require: learning rate eps, momentum parameter alpha
-        Require: initial parameter theta, initial velocity v (here v = 0)
-        while stopping criterion not met:
-            g <- (1/m) grad_theta sum_i L(f(x_i; theta), y_i)
-            v <- alpha v - eps g                                # eq. 8.15
-            theta <- theta + v                                  # eq. 8.16
+        \begin{aligned}
+        &\textbf{Require: } \text{learning rate } \epsilon \text{, momentum parameter } \alpha \\
+        &\textbf{Require: } \text{initial parameter } \theta \text{, initial velocity } v \ (\text{here } v = 0) \\
+        &\textbf{while } \text{stopping criterion not met } \textbf{do} \\
+        &\quad \text{sample a minibatch } \{x^{(1)}, \dots, x^{(m)}\} \text{ with targets } y^{(i)} \\
+        &\quad g \leftarrow \frac{1}{m} \nabla_\theta \sum_i L(f(x^{(i)}; \theta), y^{(i)}) \\
+        &\quad v \leftarrow \alpha v - \epsilon g && \text{(8.15)} \\
+        &\quad \theta \leftarrow \theta + v && \text{(8.16)} \\
+        &\textbf{end while}
+        \end{aligned}
 
     The velocity accumulates past gradients; with a constant gradient the step reaches the
-    terminal size ``eps ||g|| / (1 - alpha)`` (eq. 8.17), so alpha = 0.9 multiplies the
-    maximum speed by 10. CS189 writes the same rule as
-    ``dw <- -eps grad J(w) + beta dw; w <- w + dw``.
+    terminal size (eq. 8.17)
+
+    .. math::
+
+        \frac{\epsilon \lVert g \rVert}{1 - \alpha},
+
+    so :math:`\alpha = 0.9` multiplies the maximum speed by 10. CS189 writes the same rule as
+    :math:`\Delta w \leftarrow -\epsilon \nabla J(w) + \beta \Delta w;\ w \leftarrow w + \Delta w`.
 
     The momentum coefficient is the param group's ``momentum``; it may change during
     training (Hinton's 0.5 rising to 0.9, :class:`descend.optim.MomentumSchedule`).
@@ -37,8 +46,8 @@ class Momentum(FirstOrderOptimizer):
 
     Args:
         params: parameters or param-group dicts.
-        lr: learning rate eps (>= 0).
-        momentum: alpha in [0, 1]. 0 gives Algorithm 8.1.
+        lr: learning rate :math:`\epsilon` (>= 0).
+        momentum: :math:`\alpha \in [0, 1]`. 0 gives Algorithm 8.1.
         weight_decay, decoupled_weight_decay: L2 coupled to g (the texts) or decoupled.
         foreach: multi-tensor path (default) or per-tensor loop; identical numbers.
     """

@@ -23,24 +23,30 @@ from descend.optim.momentum import Momentum
 class NesterovMomentum(Momentum):
     r"""SGD with Nesterov momentum in the book's form, Algorithm 8.3.
 
-    .. code-block:: text
+    .. math::
 
-        Require: learning rate eps, momentum parameter alpha
-        Require: initial parameter theta, initial velocity v (here v = 0)
-        while stopping criterion not met:
-            theta~ <- theta + alpha v                            # interim update
-            g <- (1/m) grad_theta~ sum_i L(f(x_i; theta~), y_i)  # gradient at interim point
-            v <- alpha v - eps g                                 # eq. 8.21
-            theta <- theta + v                                   # eq. 8.22
+        \begin{aligned}
+        &\textbf{Require: } \text{learning rate } \epsilon \text{, momentum parameter } \alpha \\
+        &\textbf{Require: } \text{initial parameter } \theta \text{, initial velocity } v \ (\text{here } v = 0) \\
+        &\textbf{while } \text{stopping criterion not met } \textbf{do} \\
+        &\quad \text{sample a minibatch } \{x^{(1)}, \dots, x^{(m)}\} \text{ with targets } y^{(i)} \\
+        &\quad \tilde{\theta} \leftarrow \theta + \alpha v && \text{interim update} \\
+        &\quad g \leftarrow \frac{1}{m} \nabla_{\tilde{\theta}} \sum_i L(f(x^{(i)}; \tilde{\theta}), y^{(i)})
+            && \text{gradient at the interim point} \\
+        &\quad v \leftarrow \alpha v - \epsilon g && \text{(8.21)} \\
+        &\quad \theta \leftarrow \theta + v && \text{(8.22)} \\
+        &\textbf{end while}
+        \end{aligned}
 
     The gradient is taken after the current velocity is applied, a correction factor to
     standard momentum (Sutskever et al., 2013); in the convex batch case the excess error
-    falls as O(1/k^2) instead of O(1/k).
+    falls as :math:`O(1/k^2)` instead of :math:`O(1/k)`.
 
-    ``step(closure)`` moves the parameters to theta~, calls the closure (which must zero
-    the gradients, run forward and backward and return the loss) and finishes the update
-    from theta~: ``theta + v_new = theta~ - alpha v_old + alpha v_old - eps g = theta~ - eps g``,
-    so no copy of theta is kept. ``needs_closure = True`` tells descend's Trainer to call
+    ``step(closure)`` moves the parameters to :math:`\tilde{\theta}`, calls the closure (which
+    must zero the gradients, run forward and backward and return the loss) and finishes the
+    update from :math:`\tilde{\theta}`:
+    :math:`\theta + v_{\text{new}} = \tilde{\theta} - \alpha v_{\text{old}} + \alpha v_{\text{old}} - \epsilon g
+    = \tilde{\theta} - \epsilon g`, so no copy of :math:`\theta` is kept. ``needs_closure = True`` tells descend's Trainer to call
     it that way. The loss the closure returns is the loss at theta~.
 
     Relation to ``torch.optim.SGD(momentum=alpha, nesterov=True)``: torch implements the
@@ -78,24 +84,27 @@ class NesterovMomentum(Momentum):
 class NesterovMomentumReformulated(Momentum):
     r"""Nesterov momentum without a closure: the reformulation of Algorithm 8.3.
 
-    Store the look-ahead point ``phi = theta + alpha v`` as the parameters instead of theta.
-    Substituting into eqs. 8.21-8.22 gives an update that needs only the gradient at the
-    stored parameters:
+    Store the look-ahead point :math:`\phi = \theta + \alpha v` as the parameters instead of
+    :math:`\theta`. Substituting into eqs. 8.21-8.22 gives an update that needs only the
+    gradient at the stored parameters:
 
-    .. code-block:: text
+    .. math::
 
-        g <- (1/m) grad_phi sum_i L(f(x_i; phi), y_i)
-        v <- alpha v - eps g
-        phi <- phi + alpha v - eps g
+        \begin{aligned}
+        &g \leftarrow \frac{1}{m} \nabla_\phi \sum_i L(f(x^{(i)}; \phi), y^{(i)}) \\
+        &v \leftarrow \alpha v - \epsilon g \\
+        &\phi \leftarrow \phi + \alpha v - \epsilon g
+        \end{aligned}
 
-    (``phi_new = theta_new + alpha v_new = phi - alpha v_old + (1 + alpha) v_new``, and
-    ``v_new - alpha v_old = -eps g``.)
+    (:math:`\phi_{\text{new}} = \theta_{\text{new}} + \alpha v_{\text{new}}
+    = \phi - \alpha v_{\text{old}} + (1 + \alpha) v_{\text{new}}`, and
+    :math:`v_{\text{new}} - \alpha v_{\text{old}} = -\epsilon g`.)
 
     This is what ``torch.optim.SGD(momentum=alpha, nesterov=True)`` computes: torch keeps
     ``b <- alpha b + g`` and steps ``phi <- phi - lr (g + alpha b)``; with a constant
     learning rate ``v = -lr b`` and the iterates coincide (tested). With a changing rate
     they differ as for :class:`Momentum`. The iterates equal those of the book form
-    :class:`NesterovMomentum` shifted by ``alpha v``: ``phi_k = theta_k + alpha v_k``.
+    :class:`NesterovMomentum` shifted by :math:`\alpha v`: :math:`\phi_k = \theta_k + \alpha v_k`.
 
     Args: as :class:`Momentum` (the same hyperparameters and the same state, the velocity v).
     """

@@ -1,30 +1,36 @@
-"""Newton's method, damped (Levenberg-Marquardt), truncated (Newton-CG) and saddle-free.
+r"""Newton's method, damped (Levenberg-Marquardt), truncated (Newton-CG) and saddle-free.
 
 Deep Learning sec. 8.6.1: Newton's method minimizes the second-order Taylor model
-(eq. 8.26) at each step, theta* = theta_0 - H^{-1} g (eq. 8.27), iterated as Algorithm 8.8.
+(eq. 8.26) at each step, :math:`\theta^* = \theta_0 - H^{-1} g` (eq. 8.27), iterated as
+Algorithm 8.8.
 It is attracted to any critical point, saddle points included (sec. 8.2.3), and its
 k x k Hessian limits it to small models. Three remedies are here:
 
 * ``Newton``: Algorithm 8.8 with the regularized update of eq. 8.28,
-  theta* = theta_0 - [H + alpha I]^{-1} g (Levenberg-Marquardt), and an adaptive rule for
-  alpha: the ratio rho = (actual change of J) / (change predicted by the model) shrinks
-  alpha when the model is trusted (rho > 3/4) and grows it when not (rho < 1/4); a step
+  :math:`\theta^* = \theta_0 - [H + \alpha I]^{-1} g` (Levenberg-Marquardt), and an adaptive
+  rule for :math:`\alpha`: the ratio :math:`\rho` = (actual change of J) / (change predicted
+  by the model) shrinks :math:`\alpha` when the model is trusted (:math:`\rho > 3/4`) and
+  grows it when not (:math:`\rho < 1/4`); a step
   that does not decrease J is rejected and retried with a larger alpha (Marquardt, 1963;
   Nocedal & Wright sec. 10.3). With ``adaptive=False, damping=0`` it is Algorithm 8.8 as
   printed.
-* ``NewtonCG``: for large models, the Newton system (H + alpha I) p = -g is solved only
-  approximately by linear conjugate gradients on Hessian-vector products (truncated at a
-  residual min(0.5, sqrt||g||) ||g|| or at negative curvature; Nocedal & Wright
-  Algorithm 7.1), H never formed, followed by a strong-Wolfe line search.
-* ``SaddleFreeNewton``: sec. 8.2.3 (Dauphin et al., 2014): with H = Q diag(lambda) Q^T,
-  step -Q diag(1 / (|lambda| + alpha)) Q^T g. Along negative-curvature directions it moves
-  downhill instead of towards the saddle point. Small models (eigen-decomposition).
+* ``NewtonCG``: for large models, the Newton system :math:`(H + \alpha I) p = -g` is solved
+  only approximately by linear conjugate gradients on Hessian-vector products (truncated
+  at a residual :math:`\min(0.5, \sqrt{\lVert g \rVert})\, \lVert g \rVert` or at negative
+  curvature; Nocedal & Wright Algorithm 7.1), :math:`H` never formed, followed by a
+  strong-Wolfe line search.
+* ``SaddleFreeNewton``: sec. 8.2.3 (Dauphin et al., 2014): with
+  :math:`H = Q \operatorname{diag}(\lambda) Q^\top`, step
+  :math:`-Q \operatorname{diag}\bigl(1 / (|\lambda| + \alpha)\bigr) Q^\top g`. Along
+  negative-curvature directions it moves downhill instead of towards the saddle point.
+  Small models (eigen-decomposition).
 
 Exact curvature needs the closure's gradient to carry its graph: call
 ``loss.backward(create_graph=True)`` (or use ``model_closure(..., create_graph=True)``).
 The classes say so with ``needs_create_graph = True``, and descend's Trainer then builds
 such closures itself (in a single process). ``NewtonCG`` also works with an
-ordinary closure, using finite differences of gradients, H v ~ (g(theta + h v) - g(theta)) / h,
+ordinary closure, using finite differences of gradients,
+:math:`H v \approx (g(\theta + h v) - g(\theta)) / h`,
 one extra closure call per product (as SciPy's Newton-CG without ``hessp``).
 """
 
@@ -61,32 +67,49 @@ def _needs_graph(owner: str) -> OptimizationError:
 class Newton(torch.optim.Optimizer):
     r"""Newton's method, Algorithm 8.8, with Levenberg-Marquardt damping (eq. 8.28), full-batch.
 
-    .. code-block:: text
+    .. math::
 
-        input: theta_0, damping alpha >= 0
-        while stopping criterion not met:
-            g = grad J(theta), H = grad^2 J(theta)          (closure; H by double backprop)
-            Delta = -[H + alpha I]^{-1} g                     (eq. 8.28; alpha = 0: eq. 8.27)
-            adaptive:  rho = (J(theta + Delta) - J(theta)) / (g.Delta + Delta^T H Delta / 2)
-                       rho < 1/4: alpha <- alpha * factor;  rho > 3/4: alpha <- alpha / factor
-                       accept only if J decreased (else retry with the larger alpha);
-                       alpha is also raised until H + alpha I is positive definite
-            line_search="strong-wolfe":  theta <- theta + epsilon* Delta (first trial 1)
-            otherwise:  theta <- theta + lr Delta
+        \begin{aligned}
+        &\textbf{Require: } \text{initial parameter } \theta_0 \text{, training set of } m
+            \text{ examples, damping } \alpha \ge 0 \\
+        &\textbf{while } \text{stopping criterion not met } \textbf{do} \\
+        &\quad g \leftarrow \frac{1}{m} \nabla_\theta \sum_i L(f(x^{(i)}; \theta), y^{(i)})
+            && \text{the closure} \\
+        &\quad H \leftarrow \frac{1}{m} \nabla_\theta^2 \sum_i L(f(x^{(i)}; \theta), y^{(i)})
+            && \text{double back-propagation} \\
+        &\quad \Delta\theta \leftarrow -[H + \alpha I]^{-1} g
+            && \text{(8.28); } \alpha = 0 \text{: (8.27)} \\
+        &\quad \textbf{if } \text{adaptive: }
+            \rho \leftarrow \frac{J(\theta + \Delta\theta) - J(\theta)}
+            {g^\top \Delta\theta + \frac{1}{2} \Delta\theta^\top H \Delta\theta} \\
+        &\qquad \rho < \tfrac{1}{4}: \alpha \leftarrow \alpha \cdot \text{factor};\quad
+            \rho > \tfrac{3}{4}: \alpha \leftarrow \alpha / \text{factor} \\
+        &\qquad \text{accept only if } J \text{ decreased (else retry with the larger } \alpha
+            \text{); raise } \alpha \text{ until } H + \alpha I \succ 0 \\
+        &\quad \textbf{if } \text{line search: } \theta \leftarrow \theta + \epsilon^* \Delta\theta
+            && \text{strong Wolfe, first trial } 1 \\
+        &\quad \textbf{else: } \theta \leftarrow \theta + \epsilon\, \Delta\theta
+            && \epsilon = \texttt{lr} \\
+        &\textbf{end while}
+        \end{aligned}
 
     Args:
-        params: the parameters (one group); k = their total size, H is k x k.
-        lr: step multiplier (1: the full Newton step).
-        damping: the initial alpha of eq. 8.28.
-        adaptive: adapt alpha by the ratio rule above (the default); False applies the
-            fixed-alpha update every iteration, accepted unconditionally (Algorithm 8.8).
-        damping_factor: the factor alpha is multiplied / divided by (> 1).
+        params: the parameters (one group); :math:`k` = their total size, :math:`H` is
+            :math:`k \times k`.
+        lr: step multiplier :math:`\epsilon` (1: the full Newton step).
+        damping: the initial :math:`\alpha` of eq. 8.28.
+        adaptive: adapt :math:`\alpha` by the ratio rule above (the default); False applies
+            the fixed-:math:`\alpha` update every iteration, accepted unconditionally
+            (Algorithm 8.8).
+        damping_factor: the factor :math:`\alpha` is multiplied / divided by (> 1).
         line_search: None (the adaptive rule or the plain update) or "strong-wolfe" (modified
-            Newton: alpha raised until H + alpha I is positive definite, then a line search).
+            Newton: :math:`\alpha` raised until :math:`H + \alpha I` is positive definite,
+            then a line search).
         max_iter, max_eval, tolerance_grad, tolerance_change: as ``LBFGS``.
 
     Where PyTorch differs: PyTorch has no Newton optimizer; ``torch.autograd.functional.hessian``
-    forms H of a pure function. Small models only (O(k^2) memory, O(k^3) per step).
+    forms H of a pure function. Small models only (:math:`O(k^2)` memory, :math:`O(k^3)` per
+    step).
     Full-batch; DDP-safe only if the closure all-reduces loss and gradient (and their graph,
     which DDP does not do: use it single-process).
     """
@@ -250,17 +273,20 @@ class Newton(torch.optim.Optimizer):
 class SaddleFreeNewton(Newton):
     r"""Saddle-free Newton (sec. 8.2.3; Dauphin et al., 2014), full-batch, small models.
 
-    .. code-block:: text
+    .. math::
 
-        H = Q diag(lambda) Q^T                            (eigen-decomposition)
-        |H| = Q diag(|lambda|) Q^T
-        Delta = -[|H| + alpha I]^{-1} g = -Q diag(1 / (|lambda| + alpha)) Q^T g
+        \begin{aligned}
+        H &= Q \operatorname{diag}(\lambda) Q^\top && \text{eigen-decomposition} \\
+        |H| &= Q \operatorname{diag}(|\lambda|) Q^\top \\
+        \Delta\theta &= -[|H| + \alpha I]^{-1} g
+            = -Q \operatorname{diag}\Bigl(\frac{1}{|\lambda| + \alpha}\Bigr) Q^\top g
+        \end{aligned}
 
-    Newton's step rescales each eigen-direction by 1/lambda: where lambda < 0 it moves
-    uphill, towards the saddle point. Using |lambda| keeps Newton's rescaling but always
-    moves downhill. The adaptive rule (as ``Newton``) uses the model
-    g.Delta + Delta^T |H| Delta / 2; directions with |lambda| + alpha = 0 are left out
-    (pseudo-inverse). Arguments as ``Newton``; ``damping`` defaults to 0. Where PyTorch
+    Newton's step rescales each eigen-direction by :math:`1/\lambda`: where
+    :math:`\lambda < 0` it moves uphill, towards the saddle point. Using :math:`|\lambda|`
+    keeps Newton's rescaling but always moves downhill. The adaptive rule (as ``Newton``)
+    uses the model :math:`g^\top \Delta\theta + \frac{1}{2} \Delta\theta^\top |H| \Delta\theta`;
+    directions with :math:`|\lambda| + \alpha = 0` are left out (pseudo-inverse). Arguments as ``Newton``; ``damping`` defaults to 0. Where PyTorch
     differs: PyTorch has no saddle-free Newton. Full-batch, small models, single-process
     (DDP does not all-reduce the second backward pass that forms H).
     """
@@ -285,14 +311,16 @@ def truncated_cg(
     tolerance: float | None = None,
     max_iter: int | None = None,
 ) -> tuple[Tensor, int, bool]:
-    """Approximately solve (H + damping I) p = -g by linear CG from p = 0 (N&W Algorithm 7.1).
+    r"""Approximately solve :math:`(H + \alpha I) p = -g` (:math:`\alpha` = ``damping``) by
+    linear CG from :math:`p = 0` (N&W Algorithm 7.1).
 
     Algorithm 8.9 with exact line searches, applied to the quadratic model of eq. 8.26:
-    stops when the residual ||(H + damping I) p + g|| is below ``tolerance`` (default
-    min(0.5, sqrt||g||) ||g||, which gives Newton-CG superlinear convergence), or when a
-    direction of non-positive curvature appears (returns the current p; if that happens at
-    once, -(g^T g / |g^T H g|) g, the steepest-descent step sized by the magnitude of the
-    curvature along g). Returns (p, number of H v products, negative curvature met).
+    stops when the residual :math:`\lVert (H + \alpha I) p + g \rVert` is below ``tolerance``
+    (default :math:`\min(0.5, \sqrt{\lVert g \rVert})\, \lVert g \rVert`, which gives
+    Newton-CG superlinear convergence), or when a direction of non-positive curvature
+    appears (returns the current :math:`p`; if that happens at once,
+    :math:`-\bigl(g^\top g / |g^\top H g|\bigr)\, g`, the steepest-descent step sized by the
+    magnitude of the curvature along :math:`g`). Returns (p, number of H v products, negative curvature met).
     """
     gnorm = float(g.norm())
     if tolerance is None:
@@ -328,20 +356,27 @@ def truncated_cg(
 class NewtonCG(LineSearchOptimizer):
     r"""Truncated Newton / Newton-CG (sec. 8.6.1-8.6.2 for large models), full-batch.
 
-    .. code-block:: text
+    .. math::
 
-        while stopping criterion not met:
-            g = grad J(theta)
-            p ~ -(H + alpha I)^{-1} g by ``truncated_cg`` on H v products (H never formed)
-            epsilon* by strong Wolfe (first trial min(1, 2.02 (J_t - J_{t-1}) / g.p));
-            theta <- theta + epsilon* p
+        \begin{aligned}
+        &\textbf{while } \text{stopping criterion not met } \textbf{do} \\
+        &\quad g \leftarrow \nabla_\theta J(\theta) \\
+        &\quad p \approx -(H + \alpha I)^{-1} g
+            && \text{truncated linear CG on products } Hv \text{ (} H \text{ never formed)} \\
+        &\quad \epsilon^* \leftarrow \text{strong Wolfe line search along } p
+            && \text{first trial } \min\bigl(1, 2.02 (J_t - J_{t-1}) / g^\top p\bigr) \\
+        &\quad \theta \leftarrow \theta + \epsilon^* p \\
+        &\textbf{end while}
+        \end{aligned}
 
-    H v is exact (double back-propagation) when the closure back-propagates with
+    CG stops at a residual :math:`\min(0.5, \sqrt{\lVert g \rVert})\, \lVert g \rVert` or at
+    negative curvature (Nocedal & Wright Algorithm 7.1).
+    :math:`Hv` is exact (double back-propagation) when the closure back-propagates with
     ``create_graph=True``; otherwise a forward difference of gradients (one closure call
     per product, counted in ``func_evals``). State: ``hvp_evals`` counts the products.
 
-    Args: as ``LBFGS``, plus ``damping`` (alpha >= 0, eq. 8.28 inside CG) and
-    ``cg_max_iter`` (default 2k for k parameters).
+    Args: as ``LBFGS``, plus ``damping`` (:math:`\alpha \ge 0`, eq. 8.28 inside CG) and
+    ``cg_max_iter`` (default :math:`2k` for :math:`k` parameters).
 
     Where SciPy differs: ``minimize(method="Newton-CG")`` measures the CG residual in the
     L1 norm and stops on the L1 size of the step (``xtol``), not on the gradient.

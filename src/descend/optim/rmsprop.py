@@ -13,34 +13,41 @@ from descend.optim.first_order import FirstOrderOptimizer
 class RMSProp(FirstOrderOptimizer):
     r"""RMSProp (Hinton, 2012), Algorithm 8.5.
 
-    .. code-block:: text
+    .. math::
 
-        Require: global learning rate eps, decay rate rho
-        Require: initial parameter theta
-        Require: small constant delta, usually 1e-6, to stabilize division by small numbers
-        r = 0
-        while stopping criterion not met:
-            g <- (1/m) grad_theta sum_i L(f(x_i; theta), y_i)
-            r <- rho r + (1 - rho) g * g
-            delta_theta <- -eps / sqrt(delta + r) * g           # element-wise
-            theta <- theta + delta_theta
+        \begin{aligned}
+        &\textbf{Require: } \text{global learning rate } \epsilon \text{, decay rate } \rho \\
+        &\textbf{Require: } \text{initial parameter } \theta \\
+        &\textbf{Require: } \text{small constant } \delta \text{, usually } 10^{-6}
+            \text{, to stabilize division by small numbers} \\
+        &r \leftarrow 0 \\
+        &\textbf{while } \text{stopping criterion not met } \textbf{do} \\
+        &\quad \text{sample a minibatch } \{x^{(1)}, \dots, x^{(m)}\} \text{ with targets } y^{(i)} \\
+        &\quad g \leftarrow \frac{1}{m} \nabla_\theta \sum_i L(f(x^{(i)}; \theta), y^{(i)}) \\
+        &\quad r \leftarrow \rho r + (1 - \rho) g \odot g \\
+        &\quad \Delta\theta \leftarrow -\frac{\epsilon}{\sqrt{\delta + r}} \odot g
+            && \tfrac{1}{\sqrt{\delta + r}} \text{ element-wise} \\
+        &\quad \theta \leftarrow \theta + \Delta\theta \\
+        &\textbf{end while}
+        \end{aligned}
 
     AdaGrad's sum replaced by an exponentially decaying average, so history from the
     extreme past is discarded and the rate can recover inside a convex bowl.
 
-    delta placement: the book puts delta inside the root, ``sqrt(delta + r)``;
-    ``torch.optim.RMSprop`` adds its eps outside, ``sqrt(r) + eps``. ``eps_placement="torch"``
-    gives torch's form, and with it this class equals ``torch.optim.RMSprop(alpha=rho,
-    eps=eps)`` (tested). The two differ most while r is small: sqrt(1e-6) = 1e-3 bounds the
-    book's step by ``eps * |g| / 1e-3``, torch's eps=1e-8 bounds it by ``eps * |g| / 1e-8``.
+    :math:`\delta` placement: the book puts :math:`\delta` inside the root,
+    :math:`\sqrt{\delta + r}`; ``torch.optim.RMSprop`` adds its eps outside,
+    :math:`\sqrt{r} + \delta`. ``eps_placement="torch"`` gives torch's form, and with it this
+    class equals ``torch.optim.RMSprop(alpha=rho, eps=eps)`` (tested). The two differ most
+    while :math:`r` is small: :math:`\sqrt{10^{-6}} = 10^{-3}` bounds the book's step by
+    :math:`\epsilon |g| / 10^{-3}`, torch's eps=1e-8 bounds it by :math:`\epsilon |g| / 10^{-8}`.
     torch's default decay is alpha = 0.99; Hinton's lecture used 0.9, the default here.
 
     Args:
         params: parameters or param-group dicts.
-        lr: global learning rate eps (>= 0).
-        rho: decay rate of the average, in [0, 1).
-        eps: delta (> 0).
-        eps_placement: ``"book"`` (``sqrt(delta + r)``) or ``"torch"`` (``sqrt(r) + delta``).
+        lr: global learning rate :math:`\epsilon` (>= 0).
+        rho: decay rate :math:`\rho` of the average, in [0, 1).
+        eps: :math:`\delta` (> 0).
+        eps_placement: ``"book"`` (:math:`\sqrt{\delta + r}`) or ``"torch"`` (:math:`\sqrt{r} + \delta`).
         weight_decay, decoupled_weight_decay: L2 coupled to g (the texts) or decoupled.
         foreach: multi-tensor path (default) or per-tensor loop; identical numbers.
     """
@@ -75,36 +82,43 @@ class RMSProp(FirstOrderOptimizer):
 class RMSPropNesterov(FirstOrderOptimizer):
     r"""RMSProp with Nesterov momentum, Algorithm 8.6.
 
-    .. code-block:: text
+    .. math::
 
-        Require: global learning rate eps, decay rate rho, momentum coefficient alpha
-        Require: initial parameter theta, initial velocity v (here v = 0)
-        r = 0
-        while stopping criterion not met:
-            theta~ <- theta + alpha v                            # interim update
-            g <- (1/m) grad_theta~ sum_i L(f(x_i; theta~), y_i)
-            r <- rho r + (1 - rho) g * g
-            v <- alpha v - eps / sqrt(r) * g                     # element-wise
-            theta <- theta + v
+        \begin{aligned}
+        &\textbf{Require: } \text{global learning rate } \epsilon \text{, decay rate } \rho
+            \text{, momentum coefficient } \alpha \\
+        &\textbf{Require: } \text{initial parameter } \theta \text{, initial velocity } v \ (\text{here } v = 0) \\
+        &r \leftarrow 0 \\
+        &\textbf{while } \text{stopping criterion not met } \textbf{do} \\
+        &\quad \text{sample a minibatch } \{x^{(1)}, \dots, x^{(m)}\} \text{ with targets } y^{(i)} \\
+        &\quad \tilde{\theta} \leftarrow \theta + \alpha v && \text{interim update} \\
+        &\quad g \leftarrow \frac{1}{m} \nabla_{\tilde{\theta}} \sum_i L(f(x^{(i)}; \tilde{\theta}), y^{(i)}) \\
+        &\quad r \leftarrow \rho r + (1 - \rho) g \odot g \\
+        &\quad v \leftarrow \alpha v - \frac{\epsilon}{\sqrt{r}} \odot g
+            && \tfrac{1}{\sqrt{r}} \text{ element-wise} \\
+        &\quad \theta \leftarrow \theta + v \\
+        &\textbf{end while}
+        \end{aligned}
 
     Like :class:`NesterovMomentum`, the gradient is taken at the interim point, so ``step``
-    needs a closure (``needs_closure = True``) and finishes from theta~:
-    ``theta + v_new = theta~ - eps g / sqrt(r)``.
+    needs a closure (``needs_closure = True``) and finishes from :math:`\tilde{\theta}`:
+    :math:`\theta + v_{\text{new}} = \tilde{\theta} - \epsilon g / \sqrt{r}`.
 
-    delta: Algorithm 8.6 has none, so the first step divides by ``sqrt(r) = sqrt(1 - rho) |g|``
-    and an exactly zero derivative gives 0/0. This class adds an optional delta placed as in
-    Alg. 8.5, ``sqrt(delta + r)`` (default 1e-6); ``eps=0`` is the literal algorithm (with
-    0/0 read as 0), and ``eps_placement="torch"`` uses ``sqrt(r) + delta``.
+    :math:`\delta`: Algorithm 8.6 has none, so the first step divides by
+    :math:`\sqrt{r} = \sqrt{1 - \rho}\, |g|` and an exactly zero derivative gives 0/0. This
+    class adds an optional :math:`\delta` placed as in Alg. 8.5, :math:`\sqrt{\delta + r}`
+    (default 1e-6); ``eps=0`` is the literal algorithm (with 0/0 read as 0), and
+    ``eps_placement="torch"`` uses :math:`\sqrt{r} + \delta`.
     torch has no such optimizer: ``torch.optim.RMSprop(momentum=alpha)`` is RMSProp with
-    classical momentum on the rescaled gradient, evaluated at theta.
+    classical momentum on the rescaled gradient, evaluated at :math:`\theta`.
 
     Args:
         params: parameters or param-group dicts.
-        lr: global learning rate eps (>= 0).
-        rho: decay rate of the average, in [0, 1).
-        momentum: alpha in [0, 1].
-        eps: optional delta (>= 0; 0 is the book's form).
-        eps_placement: ``"book"`` (``sqrt(delta + r)``) or ``"torch"`` (``sqrt(r) + delta``).
+        lr: global learning rate :math:`\epsilon` (>= 0).
+        rho: decay rate :math:`\rho` of the average, in [0, 1).
+        momentum: :math:`\alpha \in [0, 1]`.
+        eps: optional :math:`\delta` (>= 0; 0 is the book's form).
+        eps_placement: ``"book"`` (:math:`\sqrt{\delta + r}`) or ``"torch"`` (:math:`\sqrt{r} + \delta`).
         weight_decay, decoupled_weight_decay: as in :class:`NesterovMomentum`.
         foreach: multi-tensor path (default) or per-tensor loop; identical numbers.
     """

@@ -34,21 +34,25 @@ def _check_steps(name: str, value: object, *, minimum: int = 1) -> int:
 
 
 class LinearDecay(LRScheduler):
-    r"""Linear decay of the learning rate until step tau, eq. 8.14, then constant.
+    r"""Linear decay of the learning rate until step :math:`\tau`, eq. 8.14, then constant.
 
-    .. code-block:: text
+    .. math::
 
-        eps_k = (1 - alpha) eps_0 + alpha eps_tau,   alpha = k / tau     (k <= tau)
-        eps_k = eps_tau                                                   (k > tau)
+        \epsilon_k = \begin{cases}
+        (1 - \alpha) \epsilon_0 + \alpha \epsilon_\tau,\quad \alpha = \dfrac{k}{\tau} & k \le \tau \\
+        \epsilon_\tau & k > \tau
+        \end{cases}
 
-    eps_0 is each param group's initial ``lr`` and ``eps_tau = final_fraction * eps_0``; the
-    text: "Usually eps_tau should be set to roughly 1% the value of eps_0" and tau to the
-    number of iterations of "a few hundred passes through the training set".
+    :math:`\epsilon_0` is each param group's initial ``lr`` and
+    :math:`\epsilon_\tau = \texttt{final\_fraction} \cdot \epsilon_0`; the text: "Usually
+    :math:`\epsilon_\tau` should be set to roughly 1% the value of :math:`\epsilon_0`" and
+    :math:`\tau` to the number of iterations of "a few hundred passes through the training set".
 
-    With ``warmup_steps = W > 0`` the rate first rises linearly, ``eps_0 (k + 1) / W`` for
-    k < W, and eq. 8.14 then runs with k - W in place of k.
+    With ``warmup_steps`` :math:`= W > 0` the rate first rises linearly,
+    :math:`\epsilon_0 (k + 1) / W` for :math:`k < W`, and eq. 8.14 then runs with
+    :math:`k - W` in place of :math:`k`.
 
-    Step it once per optimizer step (k = number of ``scheduler.step()`` calls so far).
+    Step it once per optimizer step (:math:`k` = number of ``scheduler.step()`` calls so far).
     """
 
     def __init__(
@@ -80,10 +84,16 @@ class WarmupCosine(LRScheduler):
     r"""Linear warm-up for ``warmup_steps``, then cosine annealing to ``min_lr`` at
     ``total_steps`` (Loshchilov & Hutter's SGDR without restarts).
 
-    .. code-block:: text
+    .. math::
 
-        k < W:   eps_k = eps_0 (k + 1) / W
-        k >= W:  eps_k = min_lr + (eps_0 - min_lr) (1 + cos(pi min(1, (k - W) / (T - W)))) / 2
+        \epsilon_k = \begin{cases}
+        \epsilon_0 \dfrac{k + 1}{W} & k < W \\
+        \epsilon_{\min} + \dfrac{1}{2} (\epsilon_0 - \epsilon_{\min})
+            \Bigl(1 + \cos\Bigl(\pi \min\Bigl(1, \dfrac{k - W}{T - W}\Bigr)\Bigr)\Bigr) & k \ge W
+        \end{cases}
+
+    with :math:`W` = ``warmup_steps``, :math:`T` = ``total_steps``,
+    :math:`\epsilon_{\min}` = ``min_lr`` and :math:`\epsilon_0` each param group's initial ``lr``.
     """
 
     def __init__(
@@ -122,13 +132,22 @@ class Plateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
     "monitoring learning curves"; this lets the validation curve decide when. Torch's
     ``ReduceLROnPlateau``, with the metric it watches named:
 
-    .. code-block:: text
+    .. math::
 
-        after epoch k, with m_k = metrics[monitor]:
-            if m_k better than best (by threshold, relative or absolute): best = m_k, bad = 0
-            else: bad = bad + 1
-            if in cooldown: cooldown = cooldown - 1, bad = 0
-            if bad > patience: eps = max(eps * factor, min_lr), cooldown = cooldown_epochs, bad = 0
+        \begin{aligned}
+        &\textbf{after } \text{epoch } k \text{, with } m_k = \texttt{metrics[monitor]}: \\
+        &\quad \textbf{if } m_k \text{ better than } m_{\text{best}}
+            \text{ (by threshold, relative or absolute)}:\
+            m_{\text{best}} \leftarrow m_k,\ b \leftarrow 0 \\
+        &\quad \textbf{else: } b \leftarrow b + 1 \\
+        &\quad \textbf{if } \text{in cooldown}: c \leftarrow c - 1,\ b \leftarrow 0 \\
+        &\quad \textbf{if } b > \texttt{patience}:
+            \epsilon \leftarrow \max(\epsilon \cdot \texttt{factor}, \epsilon_{\min}),\
+            c \leftarrow \texttt{cooldown},\ b \leftarrow 0
+        \end{aligned}
+
+    with :math:`b` the count of epochs without improvement, :math:`c` the cooldown epochs
+    left and :math:`\epsilon_{\min}` = ``min_lr``.
 
     ``interval = "epoch"`` and ``monitor`` tell the Trainer to call
     ``scheduler.step(metrics[scheduler.monitor])`` once per epoch instead of ``step()``
@@ -177,9 +196,14 @@ class Plateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
 class MomentumSchedule:
     r"""Raise the momentum coefficient linearly from ``start`` to ``end`` over ``steps`` steps.
 
-    Sec. 8.3.2: "Like the learning rate, alpha may also be adapted over time. Typically it
-    begins with a small value and is later raised"; CS189: start at 0.5 and slowly increase
-    to 0.9 or higher. ``alpha_k = start + (end - start) min(k / steps, 1)``.
+    Sec. 8.3.2: "Like the learning rate, :math:`\alpha` may also be adapted over time.
+    Typically it begins with a small value and is later raised"; CS189: start at 0.5 and
+    slowly increase to 0.9 or higher:
+
+    .. math::
+
+        \alpha_k = \alpha_{\text{start}} + (\alpha_{\text{end}} - \alpha_{\text{start}})
+            \min\Bigl(\frac{k}{\texttt{steps}}, 1\Bigr).
 
     Sets each param group's ``momentum`` (descend's Momentum / Nesterov classes,
     ``torch.optim.SGD``) or, for Adam-style optimizers, ``betas[0]`` (rho1). Step it once per

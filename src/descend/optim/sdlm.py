@@ -1,24 +1,30 @@
-"""Stochastic diagonal Levenberg-Marquardt (cs189 notes; LeCun, Bottou, Orr & Mueller 1998).
+r"""Stochastic diagonal Levenberg-Marquardt (cs189 notes; LeCun, Bottou, Orr & Mueller 1998).
 
 The cs189 notes list it among the second-order heuristics: "Stochastic Levenberg
 Marquardt: approximates a diagonal Hessian." Each parameter gets its own learning rate
 
-    eta_k = lr / (mu + |h_kk|)
+.. math::
 
-from a running estimate h_kk of the k-th diagonal entry of the Hessian; mu (the
-Levenberg-Marquardt damping of eq. 8.28, per coordinate) keeps the rate bounded by lr/mu
-where the curvature is small. It is Newton's method with the Hessian replaced by its
-diagonal (eq. 8.27 with diag(H) + mu I), on minibatches.
+    \eta_k = \frac{\epsilon}{\mu + |h_{kk}|}
+
+from a running estimate :math:`h_{kk}` of the k-th diagonal entry of the Hessian;
+:math:`\mu` (the Levenberg-Marquardt damping of eq. 8.28, per coordinate) keeps the rate
+bounded by :math:`\epsilon / \mu` where the curvature is small. It is Newton's method with
+the Hessian replaced by its diagonal (eq. 8.27 with :math:`\operatorname{diag}(H) + \mu I`),
+on minibatches.
 
 The diagonal is estimated from the current minibatch, every ``update_every`` steps, by
-Hutchinson's estimator diag(H) ~ z * (H z) with Rademacher z (see
-``descend.optim.curvature.hutchinson_diagonal``), and averaged over steps:
+Hutchinson's estimator :math:`\operatorname{diag}(H) \approx z \odot (H z)` with Rademacher
+:math:`z` (see ``descend.optim.curvature.hutchinson_diagonal``), and averaged over steps:
 
-    h <- beta h + (1 - beta) z * (H z),      used bias-corrected: h / (1 - beta^t)
+.. math::
+
+    h \leftarrow \beta h + (1 - \beta)\, z \odot (H z), \qquad
+    \text{used bias-corrected: } h / (1 - \beta^t).
 
 LeCun et al. use the Gauss-Newton diagonal instead (non-negative by construction); pass
 it to ``step(closure, diagonal=...)`` (e.g. from ``curvature.gauss_newton_diagonal``) and it
-replaces the Hutchinson sample. The absolute value |h| keeps the rate positive where
+replaces the Hutchinson sample. The absolute value :math:`|h|` keeps the rate positive where
 the running estimate is negative (non-convex regions; the saddle-free choice of
 sec. 8.2.3).
 """
@@ -40,23 +46,35 @@ __all__ = ["SDLM", "sdlm"]
 class SDLM(torch.optim.Optimizer):
     r"""Stochastic diagonal Levenberg-Marquardt, minibatch, per-parameter learning rates.
 
-    .. code-block:: text
+    .. math::
 
-        input: lr, mu > 0, beta in [0, 1), h = 0
-        each step (minibatch):
-            g = grad J(theta)                                    (the closure)
-            every ``update_every`` steps:  t <- t + 1
-                d = z * (H z), z_i = +-1        (exact H z if the closure back-propagated with
-                                                 create_graph=True, else a finite difference
-                                                 (g(theta + eps z) - g) / eps: one more closure call)
-                h <- beta h + (1 - beta) d
-            theta <- theta - lr g / (mu + |h| / (1 - beta^t))
+        \begin{aligned}
+        &\textbf{Require: } \text{step size } \epsilon \text{, damping } \mu > 0 \text{, }
+            \beta \in [0, 1) \text{; } h \leftarrow 0,\ t \leftarrow 0 \\
+        &\textbf{for } \text{each minibatch } \textbf{do} \\
+        &\quad g \leftarrow \nabla_\theta J(\theta) && \text{the closure} \\
+        &\quad \textbf{every } \texttt{update\_every} \text{ steps:} \\
+        &\qquad t \leftarrow t + 1 \\
+        &\qquad d \leftarrow z \odot (H z),\quad z_i = \pm 1 \text{ (Rademacher)}
+            && \text{Hutchinson's estimate of } \operatorname{diag}(H) \\
+        &\qquad h \leftarrow \beta h + (1 - \beta) d \\
+        &\quad \theta \leftarrow \theta - \frac{\epsilon}{\mu + |h| / (1 - \beta^t)} \odot g
+            && \text{element-wise} \\
+        &\textbf{end for}
+        \end{aligned}
+
+    :math:`Hz` is exact if the closure back-propagated with ``create_graph=True``, else the
+    finite difference :math:`(g(\theta + \epsilon' z) - g(\theta)) / \epsilon'` (one more
+    closure call). Each parameter's rate :math:`\epsilon / (\mu + |h_{kk}|)` is bounded by
+    :math:`\epsilon / \mu` where the curvature is small: Newton's method (eq. 8.27) with the
+    Hessian replaced by its damped diagonal (eq. 8.28 per coordinate).
 
     Args:
         params: parameters or parameter groups.
-        lr: the global step size (epsilon in LeCun et al.).
-        mu: the damping (> 0); the largest rate any parameter gets is lr / mu.
-        beta: running-average factor of the diagonal estimate.
+        lr: the global step size (:math:`\epsilon` in LeCun et al.).
+        mu: the damping :math:`\mu` (> 0); the largest rate any parameter gets is
+            :math:`\epsilon / \mu`.
+        beta: running-average factor :math:`\beta` of the diagonal estimate.
         update_every: re-estimate the diagonal every this many steps.
         seed: seeds the Rademacher vectors (a fresh generator per estimate, seeded by
             (seed, t), so a run resumed from a checkpoint draws the same z).

@@ -11,14 +11,18 @@ from descend.optim.first_order import FirstOrderOptimizer
 class SGD(FirstOrderOptimizer):
     r"""Stochastic gradient descent, Algorithm 8.1.
 
-    .. code-block:: text
+    .. math::
 
-        Require: learning rate eps_k, initial parameter theta
-        while stopping criterion not met:
-            g <- (1/m) grad_theta sum_i L(f(x_i; theta), y_i)   # minibatch gradient
-            theta <- theta - eps_k g
+        \begin{aligned}
+        &\textbf{Require: } \text{learning rate } \epsilon_k \text{, initial parameter } \theta \\
+        &\textbf{while } \text{stopping criterion not met } \textbf{do} \\
+        &\quad \text{sample a minibatch } \{x^{(1)}, \dots, x^{(m)}\} \text{ with targets } y^{(i)} \\
+        &\quad \hat{g} \leftarrow \frac{1}{m} \nabla_\theta \sum_i L(f(x^{(i)}; \theta), y^{(i)}) \\
+        &\quad \theta \leftarrow \theta - \epsilon_k \hat{g} \\
+        &\textbf{end while}
+        \end{aligned}
 
-    The learning rate ``eps_k`` is the param group's ``lr``; decay it with a scheduler, e.g.
+    The learning rate :math:`\epsilon_k` is the param group's ``lr``; decay it with a scheduler, e.g.
     :class:`descend.optim.LinearDecay` (eq. 8.14), which the text recommends because the
     minibatch gradient's noise does not vanish at a minimum (conditions 8.12-8.13).
 
@@ -27,10 +31,10 @@ class SGD(FirstOrderOptimizer):
 
     Args:
         params: parameters or param-group dicts (e.g. from :func:`descend.optim.param_groups`).
-        lr: learning rate eps (>= 0).
-        weight_decay: L2 coefficient; adds ``weight_decay * theta`` to g (CS189's
-            ``lambda ||w||^2`` penalty has ``weight_decay = 2 lambda``).
-        decoupled_weight_decay: shrink theta by ``1 - lr * weight_decay`` instead (same
+        lr: learning rate :math:`\epsilon` (>= 0).
+        weight_decay: L2 coefficient; adds ``weight_decay * theta`` to :math:`\hat{g}` (CS189's
+            :math:`\lambda \lVert w \rVert^2` penalty has ``weight_decay = 2 lambda``).
+        decoupled_weight_decay: shrink :math:`\theta` by ``1 - lr * weight_decay`` instead (same
             result for plain SGD up to rounding; matters for the adaptive methods).
         foreach: ``torch._foreach_*`` multi-tensor path (default) or a per-tensor loop;
             both give identical numbers.

@@ -41,9 +41,15 @@ def _batched(t: Tensor, spatial: int, name: str) -> tuple[Tensor, bool]:
 
 
 def c(K: Tensor, V: Tensor, s: int | Sequence[int] = 1) -> Tensor:
-    """Forward convolution c(K, V, s) of eq. 9.8: "valid" cross-correlation with stride s.
+    r"""Forward convolution c(K, V, s) of eq. 9.8: "valid" cross-correlation with stride s.
 
-    K: (O, C, *k); V: (C, *spatial) or (N, C, *spatial). Same numbers as
+    .. math::
+
+        Z_{i,j,k} = c(K, V, s)_{i,j,k}
+            = \sum_{l,m,n} \bigl[ V_{l,\,(j-1) \times s + m,\,(k-1) \times s + n}\, K_{i,l,m,n} \bigr]
+
+    (2D shown; 1D and 3D have one index fewer or more).
+    K: ``(O, C, *k)``; V: ``(C, *spatial)`` or ``(N, C, *spatial)``. Same numbers as
     ``torch.nn.functional.conv2d(V, K, stride=s)``.
     """
     spatial = K.dim() - 2
@@ -54,9 +60,15 @@ def c(K: Tensor, V: Tensor, s: int | Sequence[int] = 1) -> Tensor:
 
 def g(G: Tensor, V: Tensor, s: int | Sequence[int] = 1,
       kernel_size: int | Sequence[int] | None = None) -> Tensor:
-    """Kernel gradient g(G, V, s) of eq. 9.11: dJ/dK given G = dJ/dZ for Z = c(K, V, s).
+    r"""Kernel gradient g(G, V, s) of eq. 9.11: dJ/dK given G = dJ/dZ for Z = c(K, V, s).
 
-    G: (O, *out) or (N, O, *out); V: (C, *spatial) or (N, C, *spatial) (summed over the
+    .. math::
+
+        g(G, V, s)_{i,j,k,l} = \frac{\partial}{\partial K_{i,j,k,l}} J(V, K)
+            = \sum_{m,n} G_{i,m,n}\, V_{j,\,(m-1) \times s + k,\,(n-1) \times s + l}
+
+    with :math:`G_{i,j,k} = \partial J / \partial Z_{i,j,k}` (2D shown).
+    G: ``(O, *out)`` or ``(N, O, *out)``; V: ``(C, *spatial)`` or ``(N, C, *spatial)`` (summed over the
     batch). ``kernel_size`` is needed because under a stride several kernel sizes give
     the same output size; the default is the largest, spatial - (out - 1) * s. Tensors
     are 2D images unless ``kernel_size`` is a tuple, whose length gives the number of
@@ -98,12 +110,21 @@ def g(G: Tensor, V: Tensor, s: int | Sequence[int] = 1,
 
 def h(K: Tensor, G: Tensor, s: int | Sequence[int] = 1,
       input_size: Sequence[int] | None = None) -> Tensor:
-    """Input gradient h(K, G, s) of eqs. 9.12-9.13: dJ/dV given G = dJ/dZ, Z = c(K, V, s).
+    r"""Input gradient h(K, G, s) of eqs. 9.12-9.13: dJ/dV given G = dJ/dZ, Z = c(K, V, s).
 
-    K: (O, C, *k); G: (O, *out) or (N, O, *out). As sec. 9.5 warns, several input sizes
+    .. math::
+
+        \begin{aligned}
+        h(K, G, s)_{i,j,k} &= \frac{\partial}{\partial V_{i,j,k}} J(V, K) \\
+        &= \sum_{\substack{l,m \\ \text{s.t.} \\ (l-1) \times s + m = j}}
+            \sum_{\substack{n,p \\ \text{s.t.} \\ (n-1) \times s + p = k}} \sum_q K_{q,i,m,p}\, G_{q,l,n}
+        \end{aligned}
+
+    (2D shown). K: ``(O, C, *k)``; G: ``(O, *out)`` or ``(N, O, *out)``. As sec. 9.5 warns, several input sizes
     give the same output size under a stride, so the original spatial size can be passed
     as ``input_size``; the default is the smallest, (out - 1) * s + k. This is the
-    transpose convolution (``conv_transpose``) and also the decoder R = h(K, H, s) of eq. 9.14.
+    transpose convolution (``conv_transpose``) and also the decoder :math:`R = h(K, H, s)` of
+    eq. 9.14.
     """
     spatial = K.dim() - 2
     G, single = _batched(G, spatial, "G")

@@ -1,27 +1,37 @@
-"""Convolution and cross-correlation in 1, 2 and 3 dimensions (Deep Learning sec. 9.1, 9.5).
+r"""Convolution and cross-correlation in 1, 2 and 3 dimensions (Deep Learning sec. 9.1, 9.5).
 
 The book defines two operations that libraries both call "convolution":
 
-    true convolution    S(i, j) = sum_m sum_n I(i - m, j - n) K(m, n)      eq. 9.5
-    cross-correlation   S(i, j) = sum_m sum_n I(i + m, j + n) K(m, n)      eq. 9.6
+.. math::
+
+    \begin{aligned}
+    &\text{true convolution} && S(i, j) = \sum_m \sum_n I(i - m, j - n) K(m, n) && \text{(9.5)} \\
+    &\text{cross-correlation} && S(i, j) = \sum_m \sum_n I(i + m, j + n) K(m, n) && \text{(9.6)}
+    \end{aligned}
 
 Cross-correlation is convolution with the kernel flipped along every spatial axis;
 ``torch.nn.functional.conv2d`` computes cross-correlation. Multi-channel data and
-kernel stacks follow eq. 9.7, Z[i,j,k] = sum_{l,m,n} V[l, j+m, k+n] K[i,l,m,n]
-(0-based), and the stride s of eq. 9.8 samples every s-th output:
-Z[i,j,k] = sum V[l, j*s+m, k*s+n] K[i,l,m,n].
+kernel stacks follow eq. 9.7, and the stride :math:`s` of eq. 9.8 samples every
+:math:`s`-th output:
 
-Padding (sec. 9.5, fig. 9.13) is one of
-    "valid"   no zeros; output width m - k + 1,
-    "same"    k - 1 zeros, (k-1)//2 before and k//2 after, so the output (stride 1)
-              has the input's width also for even k (MATLAB ``conv2(..., 'same')``
-              and ``torch`` ``padding="same"`` make the same choice),
-    "full"    k - 1 zeros on both sides; output width m + k - 1,
-    an int or a tuple of ints: that many zeros on both sides of each axis.
+.. math::
+
+    Z_{i,j,k} = \sum_{l,m,n} V_{l,\,j+m-1,\,k+n-1} K_{i,l,m,n} \quad \text{(9.7)}, \qquad
+    Z_{i,j,k} = \sum_{l,m,n} V_{l,\,(j-1) \times s + m,\,(k-1) \times s + n} K_{i,l,m,n} \quad \text{(9.8)}.
+
+Padding (sec. 9.5, fig. 9.13), for input width :math:`m` and kernel width :math:`k`, is one of
+
+* "valid": no zeros; output width :math:`m - k + 1`,
+* "same": :math:`k - 1` zeros, :math:`\lfloor (k-1)/2 \rfloor` before and
+  :math:`\lfloor k/2 \rfloor` after, so the output (stride 1) has the input's width also
+  for even :math:`k` (MATLAB ``conv2(..., 'same')`` and ``torch`` ``padding="same"`` make
+  the same choice),
+* "full": :math:`k - 1` zeros on both sides; output width :math:`m + k - 1`,
+* an int or a tuple of ints: that many zeros on both sides of each axis.
 
 The data types of table 9.1 map onto the number of spatial axes: audio (1D, one
 channel), skeleton animation (1D, many channels), spectrograms and colour images (2D),
-volumes and colour video (3D). Tensors are batched, (N, C, *spatial), as in PyTorch;
+volumes and colour video (3D). Tensors are batched, ``(N, C, *spatial)``, as in PyTorch;
 the book omits the batch axis.
 """
 
@@ -61,7 +71,11 @@ def check_stride(stride: int | Sequence[int], dims: int) -> tuple[int, ...]:
 
 
 def resolve_padding(padding: Padding, kernel_size: Sequence[int]) -> tuple[tuple[int, int], ...]:
-    """Zeros to add (before, after) each spatial axis for a padding mode (sec. 9.5).
+    r"""Zeros to add (before, after) each spatial axis for a padding mode (sec. 9.5).
+
+    For a kernel of width :math:`k`: "valid" adds none; "same" adds :math:`k - 1`, of which
+    :math:`\lfloor (k - 1) / 2 \rfloor` before and :math:`\lfloor k / 2 \rfloor` after;
+    "full" adds :math:`k - 1` on both sides; an int or tuple gives that many on both sides.
 
     >>> resolve_padding("same", (4, 3))
     ((1, 2), (1, 1))
@@ -89,9 +103,14 @@ def output_size(
     stride: int | Sequence[int] = 1,
     padding: Padding = "valid",
 ) -> tuple[int, ...]:
-    """Spatial size of a convolution's output: floor((m + p_before + p_after - k) / s) + 1.
+    r"""Spatial size of a convolution's output, per axis:
 
-    With stride 1 this is m - k + 1 for "valid", m for "same" and m + k - 1 for
+    .. math::
+
+        \Bigl\lfloor \frac{m + p_{\text{before}} + p_{\text{after}} - k}{s} \Bigr\rfloor + 1
+
+    for input width :math:`m`, kernel width :math:`k` and stride :math:`s`. With stride 1
+    this is :math:`m - k + 1` for "valid", :math:`m` for "same" and :math:`m + k - 1` for
     "full" (sec. 9.5). Raises ShapeError when the kernel does not fit in the padded input.
     """
     if isinstance(input_size, int):
@@ -114,7 +133,8 @@ def output_size(
 
 
 def check_conv_shapes(x: Tensor, kernel: Tensor, groups: int = 1) -> int:
-    """Check (N, C, *spatial) input against an (O, C/groups, *k) kernel; return #spatial axes."""
+    """Check ``(N, C, *spatial)`` input against an ``(O, C/groups, *k)`` kernel; return the
+    number of spatial axes."""
     if kernel.dim() not in (3, 4, 5):
         raise ShapeError(
             f"kernel must have shape (out_channels, in_channels, *kernel_size) with 1-3 "
@@ -149,7 +169,7 @@ def check_conv_shapes(x: Tensor, kernel: Tensor, groups: int = 1) -> int:
 
 
 def pad(x: Tensor, pads: Sequence[tuple[int, int]], value: float = 0.0) -> Tensor:
-    """Zero-pad the spatial axes of (N, C, *spatial) by (before, after) pairs."""
+    """Zero-pad the spatial axes of ``(N, C, *spatial)`` by (before, after) pairs."""
     flat: list[int] = []
     for before, after in reversed(pads):  # F.pad lists the last axis first
         flat += [before, after]
@@ -166,10 +186,22 @@ def correlate(
     padding: Padding = "valid",
     groups: int = 1,
 ) -> Tensor:
-    """Multi-channel cross-correlation with stride, eqs. 9.6-9.8 (what torch calls conv).
+    r"""Multi-channel cross-correlation with stride, eqs. 9.6-9.8 (what torch calls conv).
 
-    x: (N, C, *spatial) with 1, 2 or 3 spatial axes; kernel: (O, C/groups, *k);
-    bias: (O,) shared over positions, or None. ``groups`` > 1 connects the g-th block of
+    One channel (eq. 9.6), and the strided multi-channel form (eq. 9.8) computed here,
+    with :math:`V` = ``x`` after padding and :math:`K` = ``kernel``:
+
+    .. math::
+
+        \begin{aligned}
+        S(i, j) &= (I * K)(i, j) = \sum_m \sum_n I(i + m, j + n) K(m, n) \\
+        Z_{i,j,k} &= \sum_{l,m,n} V_{l,\,(j-1) \times s + m,\,(k-1) \times s + n}\, K_{i,l,m,n} + b_i
+        \end{aligned}
+
+    (2D shown; 1D and 3D have one index fewer or more.)
+
+    x: ``(N, C, *spatial)`` with 1, 2 or 3 spatial axes; kernel: ``(O, C/groups, *k)``;
+    bias: ``(O,)`` shared over positions, or None. ``groups`` > 1 connects the g-th block of
     output channels only to the g-th block of input channels (fig. 9.15).
     Differs from ``torch.nn.functional.conv2d`` only in accepting "full" and uneven
     "same" padding for every stride, and in raising descend errors.
@@ -198,10 +230,13 @@ def convolve(
     padding: Padding = "valid",
     groups: int = 1,
 ) -> Tensor:
-    """True (kernel-flipped) multi-channel convolution, eqs. 9.4-9.5, with stride and padding.
+    r"""True (kernel-flipped) multi-channel convolution, eqs. 9.4-9.5, with stride and padding.
 
-    S(i, j) = sum_{m,n} I(i - m, j - n) K(m, n), computed as cross-correlation with the
-    kernel flipped on every spatial axis (sec. 9.1). With "full" padding and one channel
+    .. math::
+
+        S(i, j) = (K * I)(i, j) = \sum_m \sum_n I(i - m, j - n) K(m, n),
+
+    computed as cross-correlation with the kernel flipped on every spatial axis (sec. 9.1). With "full" padding and one channel
     this is ``scipy.signal.convolve(x, k, "full")``; "same" keeps the MATLAB convention
     (see the module docstring). PyTorch has no flipped convolution.
     """
@@ -234,7 +269,8 @@ convolve3d = _fixed(3, convolve)
 
 
 def dilate(x: Tensor, stride: Sequence[int]) -> Tensor:
-    """Insert s - 1 zeros between neighbouring samples on each spatial axis.
+    r"""Insert :math:`s - 1` zeros between neighbouring samples on each spatial axis:
+    :math:`y_{(j-1) \times s + 1} = x_j`, every other entry of :math:`y` zero.
 
     The adjoint of sampling every s-th output (eq. 9.8): it puts each strided output
     back at the position it was computed at. Used by the transpose convolution h.
@@ -257,11 +293,19 @@ def conv_transpose(
     output_size: Sequence[int] | None = None,
     groups: int = 1,
 ) -> Tensor:
-    """Transpose convolution: multiplication by the transpose of the convolution matrix.
+    r"""Transpose convolution: multiplication by the transpose of the convolution matrix.
 
-    The input-gradient operation h(K, G, s) of eqs. 9.12-9.13, used as a layer for
-    upsampling and reconstruction (eq. 9.14). ``kernel`` has the shape of the forward
-    correlation's kernel, (C_fwd_out, C_fwd_in / groups, *k) = (x channels, out channels / groups, *k),
+    The input-gradient operation :math:`h(K, G, s)` of eqs. 9.12-9.13 (2D shown), with
+    :math:`G` = ``x``,
+
+    .. math::
+
+        h(K, G, s)_{i,j,k} = \sum_{\substack{l,m \\ (l-1) \times s + m = j}}
+            \sum_{\substack{n,p \\ (n-1) \times s + p = k}} \sum_q K_{q,i,m,p}\, G_{q,l,n},
+
+    used as a layer for upsampling and reconstruction (eq. 9.14). ``kernel`` has the shape
+    of the forward correlation's kernel,
+    ``(C_fwd_out, C_fwd_in / groups, *k) = (x channels, out channels / groups, *k)``,
     the layout of ``torch.nn.functional.conv_transpose2d``. ``padding`` is the forward
     correlation's padding, removed from the result. Several input sizes give the same
     output size under a stride, so as the book says the original size can be given

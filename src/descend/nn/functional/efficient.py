@@ -59,9 +59,16 @@ def fft_conv(
     padding: Padding = "valid",
     flip: bool = False,
 ) -> Tensor:
-    """Multi-channel correlation (or, with ``flip``, convolution) computed with the FFT.
+    r"""Multi-channel correlation (or, with ``flip``, convolution) computed with the FFT.
 
-    x: (N, C, *spatial) with 1-3 spatial axes; kernel: (O, C, *k). Same result as
+    .. math::
+
+        Z_o = \mathcal{F}^{-1}\Bigl( \sum_c \mathcal{F}(V_c) \odot \overline{\mathcal{F}(K_{o,c})} \Bigr)
+
+    (:math:`\mathcal{F}` the real FFT over the spatial axes after zero padding; without the
+    complex conjugate for convolution), then strided as in eq. 9.8.
+
+    x: ``(N, C, *spatial)`` with 1-3 spatial axes; kernel: ``(O, C, *k)``. Same result as
     ``correlate`` / ``convolve`` (up to rounding). By the correlation theorem the
     *circular* correlation of the zero-padded input with the kernel is
     irfft(rfft(x) * conj(rfft(k))); its first P - k + 1 entries per axis (P = padded
@@ -107,12 +114,19 @@ def fft_conv(
 
 
 def low_rank_kernel(kernel: Tensor, rank: int | None = None) -> tuple[Tensor, Tensor]:
-    """Split each 2D kernel slice into ``rank`` separable terms by SVD (sec. 9.8).
+    r"""Split each 2D kernel slice into ``rank`` separable terms by SVD (sec. 9.8).
 
-    kernel: (O, C, kh, kw). Returns (column, row) of shapes (O, C, r, kh) and (O, C, r, kw)
-    with K[o, c] ~= sum_r column[o, c, r] (outer) row[o, c, r], the rank-r truncated SVD,
-    so the Frobenius error of each slice is the root-sum-square of its dropped singular
-    values. ``rank=None`` keeps min(kh, kw) terms (exact).
+    kernel: (O, C, kh, kw). With the SVD :math:`K_{o,c} = \sum_i \sigma_i a_i b_i^\top`,
+    returns (column, row) of shapes (O, C, r, kh) and (O, C, r, kw),
+    :math:`u_r = \sqrt{\sigma_r}\, a_r` and :math:`v_r = \sqrt{\sigma_r}\, b_r`, so that
+
+    .. math::
+
+        K_{o,c} \approx \sum_{r=1}^{R} u_{o,c,r}\, v_{o,c,r}^\top,
+        \qquad \Bigl\lVert K_{o,c} - \sum_{r=1}^{R} u_{o,c,r}\, v_{o,c,r}^\top \Bigr\rVert_F
+            = \sqrt{\sum_{i > R} \sigma_i^2},
+
+    the rank-:math:`R` truncated SVD. ``rank=None`` keeps min(kh, kw) terms (exact).
     """
     if kernel.dim() != 4:
         raise ShapeError(f"low_rank_kernel needs an (O, C, kh, kw) kernel, got {tuple(kernel.shape)}")
@@ -129,7 +143,8 @@ def low_rank_kernel(kernel: Tensor, rank: int | None = None) -> tuple[Tensor, Te
 
 
 def separable_kernel(column: Tensor, row: Tensor) -> Tensor:
-    """The full (O, C, kh, kw) kernel sum_r column_r (outer) row_r of a low-rank pair."""
+    r"""The full (O, C, kh, kw) kernel :math:`K_{o,c} = \sum_r u_{o,c,r}\, v_{o,c,r}^\top` of a
+    low-rank pair (:math:`u` = ``column``, :math:`v` = ``row``)."""
     return torch.einsum("ocrh,ocrw->ochw", column, row)
 
 

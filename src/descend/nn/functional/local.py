@@ -232,8 +232,14 @@ def locally_connected2d(
     stride: int | Sequence[int] = 1,
     padding: Padding = "valid",
 ) -> Tensor:
-    """Locally connected (unshared convolution) layer, eq. 9.9, with stride and padding.
+    r"""Locally connected (unshared convolution) layer, eq. 9.9, with stride and padding.
 
+    .. math::
+
+        Z_{i,j,k} = \sum_{l,m,n} \bigl[ V_{l,\,(j-1) \times s + m,\,(k-1) \times s + n}\,
+            w_{i,j,k,l,m,n} \bigr] + b_{i,j,k}
+
+    with :math:`V` = ``x`` after padding and :math:`w` = ``weight``.
     x: (N, C, H, W). weight: (O, OH, OW, C, kh, kw), the 6-D tensor w of eq. 9.9 indexed
     (output channel, output row, output column, input channel, row offset, column offset).
     bias: None, (O,) shared per channel, or (O, OH, OW) one per unit (sec. 9.5: "for
@@ -273,7 +279,8 @@ def locally_connected1d(
     stride: int = 1,
     padding: Padding = "valid",
 ) -> Tensor:
-    """1D locally connected layer (eq. 9.9 with one spatial axis; fig. 9.14 top).
+    r"""1D locally connected layer (eq. 9.9 with one spatial axis; fig. 9.14 top):
+    :math:`Z_{i,j} = \sum_{l,m} V_{l,\,(j-1) \times s + m}\, w_{i,j,l,m} + b_{i,j}`.
 
     x: (N, C, L); weight: (O, OL, C, k); bias: None, (O,) or (O, OL).
     """
@@ -305,7 +312,16 @@ def tiled_conv2d(
     stride: int | Sequence[int] = 1,
     padding: Padding = "valid",
 ) -> Tensor:
-    """Tiled convolution, eq. 9.10: t_h x t_w kernels cycled over the output positions.
+    r"""Tiled convolution, eq. 9.10: :math:`t_h \times t_w` kernels cycled over the output
+    positions.
+
+    .. math::
+
+        Z_{i,j,k} = \sum_{l,m,n} V_{l,\,j s + m,\,k s + n}\,
+            K_{i,l,m,n,\,j \bmod t_h,\,k \bmod t_w} + b
+
+    (0-based indices; the book, 1-based, writes the tile indices :math:`j \% t + 1`,
+    :math:`k \% t + 1`).
 
     x: (N, C, H, W). weight: (O, C, kh, kw, t_h, t_w), the book's 6-D K indexed
     (output channel, input channel, row offset, column offset, j % t, k % t).
@@ -352,7 +368,8 @@ def tiled_conv1d(
     stride: int = 1,
     padding: Padding = "valid",
 ) -> Tensor:
-    """1D tiled convolution (eq. 9.10 with one spatial axis; fig. 9.16 centre).
+    r"""1D tiled convolution (eq. 9.10 with one spatial axis; fig. 9.16 centre):
+    :math:`Z_{i,j} = \sum_{l,m} V_{l,\,j s + m}\, K_{i,l,m,\,j \bmod t} + b` (0-based).
 
     x: (N, C, L); weight: (O, C, k, t); bias: None, (O,) or (O, t).
     """

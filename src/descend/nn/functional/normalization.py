@@ -37,12 +37,26 @@ def batch_norm(
     momentum: float = 0.1,
     delta: float = 1e-5,
 ) -> Tensor:
-    """Normalize (N, D) or (N, C, *spatial) per feature / channel, eqs. 8.35-8.37.
+    r"""Normalize ``(N, D)`` or ``(N, C, *spatial)`` per feature / channel, eqs. 8.35-8.37.
 
-    Training: mu and sigma from this minibatch (over the batch and spatial axes),
-    differentiated through; if running buffers are given they are updated in place,
-    running <- (1 - momentum) running + momentum batch. Evaluation: the running buffers
-    replace mu and sigma^2 - delta.
+    .. math::
+
+        \begin{aligned}
+        \mu &= \frac{1}{m} \sum_i H_{i,:} && \text{(8.36)} \\
+        \sigma &= \sqrt{\delta + \frac{1}{m} \sum_i (H - \mu)_i^2} && \text{(8.37)} \\
+        H' &= \frac{H - \mu}{\sigma} && \text{(8.35)} \\
+        \text{output} &= \gamma H' + \beta
+        \end{aligned}
+
+    with :math:`H` the activations arranged one example per row, :math:`\mu` and
+    :math:`\sigma` broadcast over the rows, and :math:`\gamma` = ``gamma``, :math:`\beta` =
+    ``beta`` per feature (omitted when None).
+
+    Training: :math:`\mu` and :math:`\sigma` from this minibatch (over the batch and spatial
+    axes, so :math:`m` counts every position), differentiated through; if running buffers
+    are given they are updated in place,
+    :math:`r \leftarrow (1 - \texttt{momentum})\, r + \texttt{momentum} \cdot r_{\text{batch}}`.
+    Evaluation: the running buffers replace :math:`\mu` and :math:`\sigma^2 - \delta`.
     """
     if x.dim() < 2:
         raise ShapeError(f"batch_norm expects (batch, features, ...), got {tuple(x.shape)}")

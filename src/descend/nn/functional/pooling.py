@@ -16,7 +16,7 @@ Also here: global pooling, pooling across channels (maxout units, fig. 9.9 learn
 invariances) and adaptive pooling to a fixed number of regions for inputs of any size
 (sec. 9.3, fig. 9.11 centre).
 
-All functions take (N, C, *spatial) with one or two spatial axes (``kernel_size`` as an
+All functions take ``(N, C, *spatial)`` with one or two spatial axes (``kernel_size`` as an
 int pools every spatial axis). Regions are gathered with ``Tensor.unfold`` (a strided
 view) and reduced in one call; no Python loop over positions.
 """
@@ -35,7 +35,10 @@ KINDS = ("max", "avg", "l2", "weighted")
 
 
 def pooled_size(size: int, kernel: int, stride: int, partial: bool = True) -> int:
-    """Number of pooling regions along an axis of length ``size`` (sec. 9.3, fig. 9.10)."""
+    r"""Number of pooling regions along an axis of length ``size`` (sec. 9.3, fig. 9.10):
+    for length :math:`L`, region width :math:`k` and stride :math:`s`,
+    :math:`\lceil (L - k) / s \rceil + 1` with ``partial`` (at least 1), else
+    :math:`\lfloor (L - k) / s \rfloor + 1`."""
     if partial:
         count = max(0, -(-(size - kernel) // stride)) + 1
         # A region must start inside the input (possible to miss when stride > kernel).
@@ -89,7 +92,12 @@ def _region_axes(dims: int) -> tuple[int, ...]:
 
 
 def max_pool(x: Tensor, kernel_size, stride=None, partial: bool = True) -> Tensor:
-    """Max pooling (sec. 9.3, fig. 9.8): the largest value in each k-wide region.
+    r"""Max pooling (sec. 9.3, fig. 9.8): the largest value in each k-wide region
+    :math:`\mathcal{R}_j`,
+
+    .. math::
+
+        y_j = \max_{i \in \mathcal{R}_j} x_i.
 
     Same numbers as ``torch.nn.functional.max_pool2d(x, k, s, ceil_mode=partial)``.
     The gradient is split evenly between tied maxima (torch sends it to one of them).
@@ -100,7 +108,9 @@ def max_pool(x: Tensor, kernel_size, stride=None, partial: bool = True) -> Tenso
 
 
 def avg_pool(x: Tensor, kernel_size, stride=None, partial: bool = True) -> Tensor:
-    """Average pooling (sec. 9.3); a partial last region averages only its real elements."""
+    r"""Average pooling (sec. 9.3): :math:`y_j = \frac{1}{|\mathcal{R}_j|} \sum_{i \in \mathcal{R}_j} x_i`
+    over each region :math:`\mathcal{R}_j`; a partial last region averages only its real
+    elements."""
     dims, kernel, strides = _setup(x, kernel_size, stride, "avg_pool")
     regions, out = _regions(x, kernel, strides, partial, 0.0)
     counts = _counts(x.shape[2:], kernel, strides, out, x.device, x.dtype)
@@ -108,7 +118,11 @@ def avg_pool(x: Tensor, kernel_size, stride=None, partial: bool = True) -> Tenso
 
 
 def l2_pool(x: Tensor, kernel_size, stride=None, partial: bool = True) -> Tensor:
-    """L2 pooling: sqrt of the sum of squares in each region (sec. 9.3; Nielsen ch. 6).
+    r"""L2 pooling: sqrt of the sum of squares in each region (sec. 9.3; Nielsen ch. 6).
+
+    .. math::
+
+        y_j = \sqrt{\sum_{i \in \mathcal{R}_j} x_i^2}
 
     ``torch.nn.functional.lp_pool2d(x, 2, k, s)`` gives the same numbers for whole
     regions; this version also keeps a partial last region and has a zero (not NaN)
@@ -121,7 +135,8 @@ def l2_pool(x: Tensor, kernel_size, stride=None, partial: bool = True) -> Tensor
 
 def distance_weights(kernel_size: Sequence[int], sigma: float | None = None,
                      dtype=torch.float32, device=None) -> Tensor:
-    """Weights exp(-d^2 / (2 sigma^2)) of each cell by its distance d from the region centre.
+    r"""Weights :math:`w_i = \exp\bigl(-d_i^2 / (2 \sigma^2)\bigr)` of each cell :math:`i` by
+    its distance :math:`d_i` from the region centre.
 
     The default sigma is half the region width (sec. 9.3: "a weighted average based on
     the distance from the central pixel"; the text fixes no profile, a Gaussian is the
@@ -141,7 +156,12 @@ def distance_weights(kernel_size: Sequence[int], sigma: float | None = None,
 
 def weighted_pool(x: Tensor, kernel_size, stride=None, partial: bool = True,
                   sigma: float | None = None) -> Tensor:
-    """Distance-weighted average pooling (sec. 9.3): sum_i w_i x_i / sum_i w_i per region.
+    r"""Distance-weighted average pooling (sec. 9.3), per region :math:`\mathcal{R}_j`:
+
+    .. math::
+
+        y_j = \frac{\sum_{i \in \mathcal{R}_j} w_i x_i}{\sum_{i \in \mathcal{R}_j} w_i},
+        \qquad w_i = \exp\Bigl(-\frac{d_i^2}{2 \sigma^2}\Bigr).
 
     w comes from ``distance_weights`` (Gaussian in the distance from the region centre);
     in a partial region the sum runs over the elements present. PyTorch has no such pooling.
@@ -172,7 +192,9 @@ def pool(x: Tensor, kind: str, kernel_size, stride=None, partial: bool = True,
 
 
 def global_pool(x: Tensor, kind: str = "avg") -> Tensor:
-    """Global pooling over all spatial positions: (N, C, *spatial) -> (N, C).
+    r"""Global pooling over all spatial positions: ``(N, C, *spatial) -> (N, C)``; for "avg",
+    :math:`y_{n,c} = \frac{1}{P} \sum_p x_{n,c,p}` over the :math:`P` positions :math:`p`
+    ("max" and "l2" as in :func:`max_pool` and :func:`l2_pool`).
 
     Fig. 9.11 (right): "averaging a feature map down to a single value provides the
     argument to the softmax classifier".
@@ -190,11 +212,16 @@ def global_pool(x: Tensor, kind: str = "avg") -> Tensor:
 
 
 def channel_pool(x: Tensor, pool_size: int, kind: str = "max") -> Tensor:
-    """Pooling across channels: each output channel summarizes ``pool_size`` consecutive ones.
+    r"""Pooling across channels: each output channel summarizes ``pool_size`` consecutive ones.
 
     With "max" these are maxout units (Goodfellow et al. 2013): pooling over the outputs of
     separately parametrized filters lets the features "learn which transformations to
-    become invariant to" (sec. 9.3, fig. 9.9). (N, C, *spatial) -> (N, C / pool_size, *spatial).
+    become invariant to" (sec. 9.3, fig. 9.9). ``(N, C, *spatial) -> (N, C / pool_size, *spatial)``;
+    with :math:`k` = ``pool_size`` and "max",
+
+    .. math::
+
+        y_{n,i,p} = \max_{0 \le r < k} x_{n,\,ik + r,\,p}.
     """
     if x.dim() < 2:
         raise ShapeError(f"channel_pool expects (batch, channels, ...), got {tuple(x.shape)}")
@@ -216,7 +243,8 @@ def channel_pool(x: Tensor, pool_size: int, kind: str = "max") -> Tensor:
 
 
 def adaptive_regions(size: int, regions: int, device=None) -> Tensor:
-    """Membership mask (regions, size): region i covers [floor(i L/n), ceil((i+1) L/n)).
+    r"""Membership mask (regions, size): region :math:`i` of :math:`n` on an axis of length
+    :math:`L` covers :math:`[\lfloor i L / n \rfloor, \lceil (i + 1) L / n \rceil)`.
 
     The offsets between regions vary with the input size so that the number of regions
     is fixed (sec. 9.3, "the final pooling layer ... may be defined to output four sets of
@@ -238,7 +266,9 @@ def adaptive_regions(size: int, regions: int, device=None) -> Tensor:
 
 
 def adaptive_pool(x: Tensor, output_size: int | Sequence[int], kind: str = "max") -> Tensor:
-    """Pool (N, C, *spatial) to a fixed number of regions per axis, whatever the input size.
+    r"""Pool ``(N, C, *spatial)`` to a fixed number of regions per axis, whatever the input
+    size: region :math:`i` of :math:`n` on an axis of length :math:`L` covers
+    :math:`[\lfloor i L / n \rfloor, \lceil (i + 1) L / n \rceil)`.
 
     Kinds "max", "avg" and "l2". Rectangular regions are products of per-axis intervals,
     so each axis is reduced in turn with a (regions x length) membership mask: a

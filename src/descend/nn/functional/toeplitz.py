@@ -60,15 +60,25 @@ def conv_matrix(
     padding: Padding = "valid",
     flip: bool = False,
 ) -> Tensor:
-    """The dense matrix of a strided, padded multi-channel correlation (eqs. 9.7-9.8).
+    r"""The dense matrix of a strided, padded multi-channel correlation (eqs. 9.7-9.8).
 
-    kernel: (O, C, *k); input_size: the spatial size of one input channel. Returns M of
-    shape (O * prod(out), C * prod(input_size)) such that, for x of shape (C, *input_size),
-    ``M @ x.flatten()`` equals ``correlate(x[None], kernel, stride=..., padding=...).flatten()``.
+    kernel: ``(O, C, *k)``; input_size: the spatial size of one input channel. Returns
+    :math:`M` of shape ``(O * prod(out), C * prod(input_size))`` such that, for x of shape
+    ``(C, *input_size)``, ``M @ x.flatten()`` equals
+    ``correlate(x[None], kernel, stride=..., padding=...).flatten()``.
     With ``flip=True`` it is the matrix of true convolution (eq. 9.5).
 
-    Entry (o, j; c, p) is K[o, c, m] where p = j * s + m - pad_before (eq. 9.8 with
-    implicit zero padding): zeros of the padding contribute nothing, so they have no column.
+    With 0-based positions (one spatial axis shown, :math:`s` the stride, :math:`P` the
+    zeros padded before), the entries are (eq. 9.8 with implicit zero padding)
+
+    .. math::
+
+        M_{(o, j),\,(c, p)} = \begin{cases}
+        K_{o,c,m} & p = j s + m - P \text{ for an offset } 0 \le m < k \\
+        0 & \text{otherwise,}
+        \end{cases}
+
+    so the zeros of the padding contribute nothing and have no column.
     """
     size = _check_kernel(kernel, input_size)
     dims = len(size)
@@ -105,11 +115,17 @@ def conv_matrix(
 
 
 def circulant_matrix(kernel: Tensor, input_size: Sequence[int], flip: bool = True) -> Tensor:
-    """The (doubly block) circulant matrix of circular convolution on a periodic grid.
+    r"""The (doubly block) circulant matrix of circular convolution on a periodic grid.
 
-    Row (o, j), column (c, p) holds K[o, c, m] for the offset m with p = j - m (mod n)
-    when ``flip`` (true convolution, eq. 9.5 with indices taken modulo the input size),
-    or p = j + m (mod n) otherwise. In 2D the matrix is block circulant with circulant
+    Row :math:`(o, j)`, column :math:`(c, p)` holds :math:`K_{o,c,m}` for the offset
+    :math:`m` with
+
+    .. math::
+
+        p \equiv j - m \pmod{n} \quad \text{(} \texttt{flip} \text{: true convolution)}
+        \qquad \text{or} \qquad p \equiv j + m \pmod{n} \quad \text{(otherwise)},
+
+    that is eq. 9.5 (or 9.6) with indices taken modulo the input size :math:`n`. In 2D the matrix is block circulant with circulant
     blocks: "a doubly block circulant matrix corresponds to convolution" (sec. 9.1). The
     output has the input's size; the kernel must not be larger than the input.
     """
