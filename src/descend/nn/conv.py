@@ -278,7 +278,13 @@ class ConvTranspose2d(_ConvTransposeNd):
 
 class ConvTranspose3d(_ConvTransposeNd):
     r"""3D transpose convolution, h of eq. 9.13 as a layer (volumes, video): eq. 9.13 with a
-    third spatial axis, as in :class:`ConvTranspose2d`.
+    third spatial axis, as in :class:`ConvTranspose2d`,
+
+    .. math::
+
+        h(K, G, s)_{i,j,k,r} = \sum_{\substack{l,m \\ (l-1) \times s + m = j}}
+            \sum_{\substack{n,p \\ (n-1) \times s + p = k}}
+            \sum_{\substack{u,w \\ (u-1) \times s + w = r}} \sum_q K_{q,i,m,p,w}\, G_{q,l,n,u} + b_i.
     """
 
     dims = 3

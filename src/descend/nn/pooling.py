@@ -87,7 +87,11 @@ class GlobalPool(nn.Module):
 
 
 class AdaptivePool(nn.Module):
-    """Pool to ``output_size`` regions per axis for any input size (sec. 9.3, fig. 9.11 centre).
+    r"""Pool to ``output_size`` regions per axis for any input size (sec. 9.3, fig. 9.11 centre).
+
+    Region :math:`i` of :math:`n` on an axis of length :math:`L` covers
+    :math:`[\lfloor i L / n \rfloor, \lceil (i + 1) L / n \rceil)`, pooled by ``kind``
+    as in :class:`Pool`.
 
     "The final pooling layer of the network may be defined to output four sets of summary
     statistics, one for each quadrant of an image, regardless of the image size":

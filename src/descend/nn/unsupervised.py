@@ -41,7 +41,8 @@ def _coords(size: int, dtype=torch.float32) -> tuple[Tensor, Tensor]:
 
 def random_kernels(count: int, in_channels: int, size: int,
                    generator: torch.Generator | None = None) -> Tensor:
-    """``count`` random filters (count, in_channels, size, size), each zero-mean, unit-norm.
+    r"""``count`` random filters (count, in_channels, size, size), each zero-mean, unit-norm:
+    :math:`K = (G - \bar{G}) / \lVert G - \bar{G} \rVert` for a Gaussian draw :math:`G`.
 
     "Random filters often work surprisingly well in convolutional networks" (sec. 9.9;
     Jarrett et al. 2009, Saxe et al. 2011).
@@ -180,7 +181,15 @@ def zca_whitening(patches: Tensor, eps: float = 0.01) -> tuple[Tensor, Tensor]:
 
 def kmeans(data: Tensor, k: int, iterations: int = 20,
            generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """Lloyd's k-means on the rows of ``data``: returns (centroids (k, D), assignment (N,)).
+    r"""Lloyd's k-means on the rows of ``data``: returns (centroids (k, D), assignment (N,)).
+
+    Each iteration assigns every row :math:`x_i` to its nearest centroid and moves each
+    centroid to the mean of its rows:
+
+    .. math::
+
+        a_i \leftarrow \operatorname*{arg\,min}_j \lVert x_i - \mu_j \rVert, \qquad
+        \mu_j \leftarrow \frac{1}{|\{i : a_i = j\}|} \sum_{i : a_i = j} x_i.
 
     Initial centroids are k distinct random rows; a cluster that empties is re-seeded
     with a random row. Each iteration is two vectorized steps (distances by ``cdist``,

@@ -40,8 +40,16 @@ from descend.errors import ConfigError
 
 
 class ContinuationSchedule:
-    """sigma for each epoch: ``sigmas[i]`` during stage i (``epochs_per_stage`` epochs each),
-    then the last value (which must be 0: the final objective is the true J)."""
+    r""":math:`\sigma` for each epoch: ``sigmas[i]`` during stage i (``epochs_per_stage`` epochs
+    each), then the last value (which must be 0: the final objective is the true J).
+
+    Stage :math:`i` minimizes the blurred cost of eq. 8.40,
+
+    .. math::
+
+        J^{(i)}(\theta) = \mathbb{E}_{\theta' \sim \mathcal{N}(\theta'; \theta, \sigma^{(i)2})} J(\theta'),
+        \qquad \sigma^{(0)} \ge \sigma^{(1)} \ge \dots \ge \sigma^{(n)} = 0.
+    """
 
     def __init__(self, sigmas: Sequence[float], epochs_per_stage: int = 1) -> None:
         sigmas = [float(s) for s in sigmas]
@@ -57,14 +65,15 @@ class ContinuationSchedule:
 
     @classmethod
     def linear(cls, sigma0: float, stages: int, epochs_per_stage: int = 1) -> "ContinuationSchedule":
-        """sigma^(i) = sigma0 (1 - i / stages), i = 0..stages."""
+        r""":math:`\sigma^{(i)} = \sigma_0 (1 - i / n)`, :math:`i = 0, \dots, n` (:math:`n` = ``stages``)."""
         if stages < 1:
             raise ConfigError(f"stages must be >= 1, got {stages}")
         return cls([sigma0 * (1 - i / stages) for i in range(stages + 1)], epochs_per_stage)
 
     @classmethod
     def geometric(cls, sigma0: float, stages: int, ratio: float = 0.5, epochs_per_stage: int = 1) -> "ContinuationSchedule":
-        """sigma^(i) = sigma0 ratio^i for i < stages, then 0."""
+        r""":math:`\sigma^{(i)} = \sigma_0 r^i` for :math:`i < n` (:math:`r` = ``ratio``, :math:`n` =
+        ``stages``), then 0."""
         if stages < 1 or not 0 < ratio < 1:
             raise ConfigError(f"need stages >= 1 and 0 < ratio < 1, got {stages}, {ratio}")
         return cls([sigma0 * ratio**i for i in range(stages)] + [0.0], epochs_per_stage)
@@ -80,7 +89,18 @@ class ContinuationSchedule:
 
 
 class Continuation:
-    """A Trainer ``batch_step`` that descends the blurred objective of eq. 8.40.
+    r"""A Trainer ``batch_step`` that descends the blurred objective of eq. 8.40.
+
+    On each minibatch, with :math:`\sigma = \sigma^{(i)}` from the schedule and :math:`S` =
+    ``samples``, the gradient of the blurred cost is estimated by
+
+    .. math::
+
+        \nabla_\theta J^{(i)}(\theta)
+            = \mathbb{E}_{\varepsilon \sim \mathcal{N}(0, I)} \bigl[ \nabla J(\theta + \sigma \varepsilon) \bigr]
+            \approx \frac{1}{S} \sum_{s=1}^{S} \nabla J(\theta + \sigma \varepsilon_s)
+
+    (with ``target="inputs"`` the noise is added to :math:`x` instead).
 
     Args:
         schedule: epoch -> sigma (a :class:`ContinuationSchedule` or any callable).

@@ -218,7 +218,9 @@ def correlate(
 
 
 def flip(kernel: Tensor) -> Tensor:
-    """Flip a kernel along its spatial axes (every axis after the first two)."""
+    r"""Flip a kernel along its spatial axes (every axis after the first two):
+    :math:`\tilde{K}_{o,c,m,n} = K_{o,c,\,k_h - 1 - m,\,k_w - 1 - n}` (0-based), so that
+    correlating with :math:`\tilde{K}` is convolving with :math:`K` (sec. 9.1)."""
     return kernel.flip(tuple(range(2, kernel.dim())))
 
 

@@ -156,8 +156,16 @@ def separable_conv2d(
     stride: int | Sequence[int] = 1,
     padding: Padding = "valid",
 ) -> Tensor:
-    """2D correlation with a kernel given as r separable terms: two 1D passes (sec. 9.8).
+    r"""2D correlation with a kernel given as r separable terms: two 1D passes (sec. 9.8).
 
+    With :math:`u` = ``column`` and :math:`v` = ``row`` (stride 1 shown),
+
+    .. math::
+
+        Z_{o,j,k} = \sum_{c} \sum_{r} \sum_{n} v_{o,c,r,n}
+            \Bigl( \sum_{m} u_{o,c,r,m}\, V_{c,\,j+m-1,\,k+n-1} \Bigr),
+
+    the correlation with :math:`K_{o,c} = \sum_r u_{o,c,r} v_{o,c,r}^\top`.
     x: (N, C, H, W); column: (O, C, r, kh); row: (O, C, r, kw) (rank-1 kernel: r = 1).
     Pass 1 correlates every input channel with its O*r column vectors (a grouped (kh, 1)
     convolution, stride along H); pass 2 correlates each intermediate map with its own row
