@@ -146,25 +146,37 @@ def plot(done: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullLocator
 
+    from descend.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+    tried = [r for row in done["frontier"] for r in row["tried"]]
+    ax.scatter([r["training_wall"] / 60 for r in tried], [100 * r["val_accuracy"] for r in tried], marker="o",
+               facecolors="none", edgecolors="gray", label="every candidate: validation, seed 0")
     rows = [r for r in done["frontier"] if r["chosen"] is not None]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     ax.errorbar([r["wall_mean"] / 60 for r in rows], [100 * r["test_mean"] for r in rows],
-                yerr=[100 * r["test_sd"] for r in rows], marker="o", capsize=4, label="chosen recipe: test, mean ± sd")
-    for r in rows:
-        ax.annotate(f"{r['budget_min']} min budget", (r["wall_mean"] / 60, 100 * r["test_mean"]),
-                    textcoords="offset points", xytext=(6, -12), fontsize=8)
+                yerr=[100 * r["test_sd"] for r in rows], marker="s", capsize=4, color="C0",
+                label="chosen recipe: test, mean ± sd over seeds")
+    for row in done["frontier"]:
+        ax.axvline(row["budget_min"], color="C3", lw=0.8, ls=":")
+        ax.annotate(f"{row['budget_min']} min", (row["budget_min"], 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(-3, -12), textcoords="offset points", ha="right", fontsize=8, color="C3")
     ax.set_xscale("log")
-    ax.set_xlabel("training wall time (minutes, 2 CPU cores)")
-    ax.set_ylabel("MNIST test accuracy (%)")
-    ax.set_title("Accuracy frontier: recipes chosen on validation")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right")
+    ticks = [0.5, 1, 2, 3, 5, 10, 20, 30, 60]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{t:g}" for t in ticks])
+    ax.set_xlim(0.4, 1.3 * max(row["budget_min"] for row in done["frontier"]))
+    ax.set_xlabel("training wall time (minutes, 2 CPU cores; dotted: the budgets)")
+    ax.set_ylabel("MNIST accuracy (%)")
+    ax.set_title("Accuracy frontier: recipes chosen on validation, then tested")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as tmp:
-        fig.savefig(tmp.name)
-    Path(tmp.name).replace(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
 
 
