@@ -168,6 +168,7 @@ def _plot(runs: list[dict], depth: int, path) -> None:
             what = "activations h_l" if col == 0 else "gradients dL/dh_l"
             ax.set(title=f"{activation} net: std of the {what}", xlabel="hidden layer l",
                    ylabel=f"std of {what} (log scale)")
+            ax.xaxis.get_major_locator().set_params(integer=True)
             ax.grid(True, which="both", alpha=0.3)
     axes[0][1].legend(fontsize=7, loc="best", title="initialization")
     save_figure(fig, path)
