@@ -31,7 +31,7 @@ import torch
 
 from descend.data import Splits, TensorPair
 from descend.errors import ConfigError
-from descend.experiments._heuristics import (add_data_arguments, bars, figure, fit, judge, load, mlp, pct, report,
+from descend.experiments._heuristics import (add_data_arguments, bars, figure, fit, load, mlp, pct, report,
                                              save_figure, settings, single_thread)
 from descend.train import Trainer
 from descend.train.curriculum import ClassBalanced, Emphasis

@@ -171,7 +171,8 @@ def _plot(sweep: list[dict], best: float, checks: list[dict], path) -> None:
         h = c["history"]
         longer.plot([e["epoch"] for e in h], [100 * e["val_accuracy"] for e in h], marker="o", ms=3,
                     label=f"x{c['factor']:g} ({c['lr']:.3g})", lw=2 if c["factor"] == 1.0 else 1)
-    longer.set(xlabel="epoch", ylabel="validation accuracy (%)", title="longer training: chosen rate and 10x either side")
+    longer.set(xlabel="epoch", ylabel="validation accuracy (%)",
+               title="longer training: chosen rate and 10x either side")
     longer.xaxis.get_major_locator().set_params(integer=True)
     longer.grid(alpha=0.3)
     longer.legend(fontsize=8, title="learning rate")

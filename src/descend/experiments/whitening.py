@@ -84,16 +84,17 @@ def verdict(results: dict) -> tuple[str, str]:
     final = lambda r: max(x["history"][-1].get("val_accuracy", 0.0) for x in r["sweep"])  # noqa: E731
     common = [m for m in METHODS if m in sig and m in tanh]
     tanh_wins = sum(final(tanh[m]) > final(sig[m]) for m in common)
-    whitened = min(loss.get("pca", float("inf")), loss.get("zca", float("inf")))
+    inf, nan = float("inf"), float("nan")
+    whitened = min(loss.get("pca", inf), loss.get("zca", inf))
     checks = [
-        "standardize" in ecc and ecc["standardize"] < ecc["none"] and max(ecc.get("pca", 0), ecc.get("zca", 0)) < ecc["standardize"],
-        loss.get("standardize", float("inf")) < loss["none"],
-        whitened <= loss.get("standardize", float("inf")) * 1.05,
+        ecc.get("standardize", inf) < ecc["none"] and max(ecc.get("pca", inf), ecc.get("zca", inf)) < ecc["standardize"],
+        loss.get("standardize", inf) < loss["none"],
+        whitened <= loss.get("standardize", inf) * 1.05,
         2 * tanh_wins > len(common),
     ]
-    evidence = (f"eccentricity none {ecc['none']:.3g}, standardize {ecc.get('standardize', float('nan')):.3g}, "
-                f"ZCA {ecc.get('zca', float('nan')):.3g}; softmax regression training loss after epoch 1: none "
-                f"{loss['none']:.3f}, standardize {loss.get('standardize', float('nan')):.3f}, whitened {whitened:.3f}; "
+    evidence = (f"eccentricity none {ecc['none']:.3g}, standardize {ecc.get('standardize', nan):.3g}, "
+                f"ZCA {ecc.get('zca', nan):.3g}; softmax regression training loss after epoch 1: none "
+                f"{loss['none']:.3f}, standardize {loss.get('standardize', nan):.3f}, whitened {whitened:.3f}; "
                 f"tanh beats sigmoid on {tanh_wins} of {len(common)} preprocessings")
     return judge(checks), evidence
 
