@@ -45,7 +45,8 @@ def test_record_runs_the_experiment_and_writes_its_entry(tmp_path, monkeypatch):
     written = json.loads((tmp_path / "lr-find" / "entry.json").read_text())
     assert written == entry
     assert set(entry) == {"experiment", "claim", "verdict", "evidence", "command", "date", "machine", "seconds",
-                          "table", "figures"}
+                          "cpu_seconds", "table", "figures"}
+    assert 0 < entry["cpu_seconds"] and 0 < entry["seconds"]
     assert entry["claim"] == lr_find.CLAIM
     assert entry["verdict"] in ("reproduced", "partly reproduced", "not reproduced") and entry["evidence"]
     assert entry["command"] == "descend experiment lr-find " + " ".join(args)
@@ -90,6 +91,8 @@ def test_extension_renders_valid_entries_and_leaves_out_broken_ones(tmp_path):
     assert "(gallery-good)=" in text and "![good: f.png](good/f.png)" in text
     assert r"\$x\$" in text and r"a\_b \*stars\*" in text and r"val 90% \| test 89%" in text
     assert "````text\n| a | b |" in text  # a fence longer than the table's own backticks
+    assert "12 s wall time, 3 s of processor time" in gallery.render([(tmp_path / "good" / "entry.json",
+                                                                       {**entries[0][1], "cpu_seconds": 3.2})])
     assert gallery.render([]) == "No runs are recorded yet.\n"
 
 

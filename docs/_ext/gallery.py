@@ -86,9 +86,16 @@ def render(entries: list[tuple[Path, dict]]) -> str:
         for figure in e["figures"]:
             lines += [f"![{escape(e['experiment'])}: {escape(figure)}]({folder}/{figure})", ""]
         lines += ["The run:", "", *fence(e["command"], "bash"), "",
-                  f"recorded {escape(e['date'])} on {escape(e['machine'])}, {float(e['seconds']):.0f} s. It printed:",
+                  f"recorded {escape(e['date'])} on {escape(e['machine'])}: {_time(e)}. It printed:",
                   "", *fence(e["table"]), ""]
     return "\n".join(lines) + "\n"
+
+
+def _time(entry: dict) -> str:
+    text = f"{float(entry['seconds']):.0f} s"
+    if entry.get("cpu_seconds") is not None:
+        text += f" wall time, {float(entry['cpu_seconds']):.0f} s of processor time"
+    return text
 
 
 def insert_entries(app, docname: str, source: list[str]) -> None:

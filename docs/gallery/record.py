@@ -7,7 +7,10 @@ interpreter, this environment), echoes its output, and writes ``docs/gallery/NAM
 the PNG figures of the run and ``entry.json``::
 
     {"experiment", "claim", "verdict", "evidence", "command", "date", "machine",
-     "seconds", "table", "figures"}
+     "seconds", "cpu_seconds", "table", "figures"}
+
+``seconds`` is the run's wall time; ``cpu_seconds`` the processor time it used (user +
+system), which tells the run's cost when the machine was shared.
 
 ``claim``, ``verdict`` and ``evidence`` come from the JSON results the run wrote (the file
 holding the key ``claim``; ``results.json`` first); ``table`` is what the run printed,
@@ -76,13 +79,22 @@ def results_of(run_dir: Path) -> dict:
                      "call verdict() and store its result?")
 
 
+def _children_cpu() -> float:
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return float("nan")
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def record(name: str, args: list[str], out_root: Path = HERE) -> dict:
     from descend.io import atomic_path, atomic_write_json
 
     with tempfile.TemporaryDirectory(prefix=f"gallery-{name}-") as tmp:
         run_dir = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "descend", "experiment", name, *args, "--run-dir", str(run_dir)]
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _children_cpu()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
         lines = []
         for line in proc.stdout:
@@ -90,7 +102,7 @@ def record(name: str, args: list[str], out_root: Path = HERE) -> dict:
             sys.stdout.flush()
             lines.append(line)
         code = proc.wait()
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, _children_cpu() - cpu
         if code != 0:
             raise SystemExit(f"record.py: the experiment exited with code {code}; nothing recorded")
         results = results_of(run_dir)
@@ -116,6 +128,7 @@ def record(name: str, args: list[str], out_root: Path = HERE) -> dict:
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "machine": machine(),
         "seconds": round(seconds, 1),
+        "cpu_seconds": None if cpu != cpu else round(cpu, 1),
         "table": printed_table("".join(lines)),
         "figures": figures,
     }
