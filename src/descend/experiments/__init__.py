@@ -4,8 +4,16 @@ Each module here is one experiment. The module ``foo_bar.py`` is run by
 ``descend experiment foo-bar`` and defines:
 
     DESCRIPTION: str                               one line for ``descend experiment --list``
+    CLAIM: str                                     the text's claim it reproduces, with the citation
     def add_arguments(parser: argparse.ArgumentParser) -> None   its own options
+    def verdict(results: dict) -> tuple[str, str]  (status, evidence) from the numbers of a run
     def run(args: argparse.Namespace) -> int       runs it, prints a table, returns an exit code
+
+``verdict`` reads the dict the run writes as JSON into its run directory and returns a
+status, "reproduced", "partly reproduced" or "not reproduced", and one line of evidence
+quoting the measured numbers that decide it. ``run`` ends by printing
+``claim: <CLAIM>`` and ``verdict: <status> - <evidence>``, stores ``claim``, ``verdict``
+and ``verdict_evidence`` in that JSON, and writes its figures as PNG beside it.
 
 ``args`` always carries ``run_dir`` (a pathlib.Path, created), ``data_dir``
 (str or None), ``seed`` (int), ``quiet`` (bool) and ``budget`` ("cpu" or "full").

@@ -1,6 +1,7 @@
 """Shared pieces of the initialization / strategy / heuristics experiments:
-data at a budget, plain MLPs, one training run through the Trainer, and the report
-(a table printed and written as JSON + Markdown into the run directory).
+data at a budget, plain MLPs, one training run through the Trainer, figures, and the
+report (a table printed and written as JSON + Markdown into the run directory, with the
+text's claim and the verdict the measured numbers give on it).
 
 Not an experiment itself (the leading underscore keeps it off ``descend experiment --list``).
 """
@@ -108,9 +109,15 @@ def pct(x: float | None) -> str:
 
 def report(args: argparse.Namespace, name: str, title: str, intro: Iterable[str],
            tables: list[tuple[str, list[list[str]]]], results: dict[str, Any], images: Iterable[str] = (),
-           say: Callable[..., None] | None = None) -> None:
-    """Print the tables; write ``<name>.json`` and ``<name>.md`` into ``args.run_dir``."""
+           say: Callable[..., None] | None = None, claim: str = "",
+           verdict: Callable[[dict[str, Any]], tuple[str, str]] | None = None) -> dict[str, Any]:
+    """Print the tables; write ``<name>.json`` and ``<name>.md`` into ``args.run_dir``.
+
+    With ``verdict`` (the experiment's ``verdict(results)``), also print ``claim: ...`` and
+    ``verdict: <status> - <evidence>`` and store ``claim``, ``verdict`` and ``verdict_evidence``
+    in the JSON. Returns the dict written as JSON."""
     say = say or ((lambda *a: None) if args.quiet else print)
+    data = {"budget": args.budget, "seed": args.seed, **results}
     md = [f"# {title}", "", f"Budget `{args.budget}`, seed {args.seed}.", "", *intro, ""]
     for heading, rows in tables:
         text = table(rows)
@@ -119,5 +126,49 @@ def report(args: argparse.Namespace, name: str, title: str, intro: Iterable[str]
         md += [f"## {heading}", "", text, ""]
     for image in images:
         md += [f"![{image}]({image})", ""]
-    atomic_write_json(args.run_dir / f"{name}.json", {"budget": args.budget, "seed": args.seed, **results})
+    if verdict is not None:
+        status, evidence = verdict(data)
+        data.update(claim=claim, verdict=status, verdict_evidence=evidence)
+        say(f"claim: {claim}")
+        say(f"verdict: {status} - {evidence}")
+        md += ["## Claim and verdict", "", claim, "", f"**{status}**: {evidence}", ""]
+    atomic_write_json(args.run_dir / f"{name}.json", data)
     atomic_write_text(args.run_dir / f"{name}.md", "\n".join(md) + "\n")
+    return data
+
+
+def judge(checks: Sequence[bool], all_: str = "reproduced", some: str = "partly reproduced",
+          none: str = "not reproduced") -> str:
+    """The verdict of several checks of one claim: all hold, some hold, none holds."""
+    held = sum(map(bool, checks))
+    return all_ if held == len(checks) else some if held else none
+
+
+def figure(width: float, height: float, title: str):
+    """A titled matplotlib Figure on an Agg canvas (:func:`descend.plots.figure`)."""
+    from descend.plots import figure as _figure
+
+    fig = _figure(width, height)
+    fig.suptitle(title)
+    return fig
+
+
+def save_figure(fig, path) -> None:
+    """Write ``fig`` as PNG (100 dpi, a few tens of KB) atomically."""
+    from descend.io import atomic_path
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+def bars(ax, groups: Sequence[str], series: dict[str, Sequence[float]], ylabel: str, title: str = "") -> None:
+    """Grouped bars: one group per entry of ``groups``, one coloured bar per series (legend)."""
+    width = 0.8 / max(1, len(series))
+    for i, (label, values) in enumerate(series.items()):
+        offset = (i - (len(series) - 1) / 2) * width
+        ax.bar([g + offset for g in range(len(groups))], list(values), width, label=label)
+    ax.set_xticks(range(len(groups)), list(groups), rotation=20, ha="right", fontsize=8)
+    ax.set(ylabel=ylabel, title=title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)

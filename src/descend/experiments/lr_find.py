@@ -10,8 +10,8 @@ factory; ``descend experiment lr-find`` runs it for an MLP on MNIST, then checks
 choice by training for longer with the chosen rate and with rates 10x smaller and 10x
 larger, on the same budget.
 
-Writes ``lr_find.png`` (validation loss and accuracy against the learning rate),
-``lr_find.json`` and ``lr_find.md``.
+Writes ``lr_find.png`` (validation loss and accuracy against the learning rate, and the
+validation accuracy per epoch of the longer runs), ``lr_find.json`` and ``lr_find.md``.
 """
 
 from __future__ import annotations
@@ -25,9 +25,15 @@ from torch import nn
 
 from descend.data import Splits
 from descend.errors import ConfigError, Diverged
-from descend.experiments._heuristics import add_data_arguments, fit, load, mlp, pct, report, settings, single_thread
+from descend.experiments._heuristics import (add_data_arguments, figure, fit, judge, load, mlp, pct, report,
+                                             save_figure, settings, single_thread)
 
 DESCRIPTION = "sec. 8.3.1: choose the learning rate by a short validation sweep, then check the choice"
+
+CLAIM = ("The learning rate may be chosen by trial and error, monitoring the objective and validation error "
+         "(Deep Learning sec. 8.3.1): the rate a short validation sweep picks also trains best when training longer, "
+         "better than rates 10x smaller (too slow) or 10x larger (unstable).")
+MARGIN = 0.005  # half a percentage point of validation accuracy
 
 BUDGETS = {
     "cpu": {"train_limit": 5_000, "eval_limit": 2_000, "sweep_epochs": 1, "epochs": 4, "points": 9},
@@ -86,6 +92,22 @@ def validation_sweep(
     return best["lr"], results
 
 
+def verdict(results: dict) -> tuple[str, str]:
+    """The longer run at the chosen rate against the runs at 10x smaller and 10x larger rates:
+    reproduced when it beats both (a diverged run loses), partly when it beats one; a tie
+    within ``MARGIN`` counts as no win."""
+    val = {c["factor"]: (None if c["history"] is None else c["history"][-1].get("val_accuracy"))
+           for c in results["checks"]}
+    chosen = val[1.0]
+    if chosen is None:
+        return "not reproduced", f"the chosen rate {results['chosen_lr']:.3g} diverged when training longer"
+    wins = [other is None or chosen > other + MARGIN for other in (val[0.1], val[10.0])]
+    shown = lambda v: "diverged" if v is None else pct(v)  # noqa: E731
+    evidence = (f"final val acc at the chosen rate {results['chosen_lr']:.3g}: {pct(chosen)}; at 10x smaller "
+                f"{shown(val[0.1])}, at 10x larger {shown(val[10.0])}")
+    return judge(wins), evidence
+
+
 def run(args: argparse.Namespace) -> int:
     s = settings(args, BUDGETS)
     say = (lambda *a: None) if args.quiet else print
@@ -116,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         rows2.append([f"{c['lr']:.3g}", f"x{c['factor']:g}", "diverged" if h is None else pct(h[-1].get("val_accuracy")),
                       "diverged" if h is None else pct(h[-1].get("test_accuracy"))])
     say(f"chosen learning rate: {best:.3g} (best {metric} after {s['sweep_epochs']} epoch(s))")
-    _plot(sweep, best, args.run_dir / "lr_find.png")
+    _plot(sweep, best, checks, args.run_dir / "lr_find.png")
     intro = [
         f"MLP {'-'.join(map(str, sizes))} (ReLU), SGD with momentum {momentum}, batch 64, {len(splits.train)} "
         f"training examples. Sweep: {s['points']} rates from {lrs[0]:g} to {lrs[-1]:g}, {s['sweep_epochs']} "
@@ -125,29 +147,33 @@ def run(args: argparse.Namespace) -> int:
     report(args, "lr_find", "lr-find: the learning rate from a short validation sweep", intro,
            [("Sweep", rows1), ("Longer training at the chosen rate and 10x either side", rows2)],
            {"settings": s, "metric": metric, "chosen_lr": best, "sweep": sweep, "checks": checks},
-           images=["lr_find.png"], say=say)
+           images=["lr_find.png"], say=say, claim=CLAIM, verdict=verdict)
     return 0
 
 
-def _plot(sweep: list[dict], best: float, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    from descend.io import atomic_path
-
+def _plot(sweep: list[dict], best: float, checks: list[dict], path) -> None:
     ok = [r for r in sweep if not r["diverged"]]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    a.semilogx([r["lr"] for r in ok], [r["val_loss"] for r in ok], "o-")
-    a.set_ylabel("validation loss")
-    b.semilogx([r["lr"] for r in ok], [100 * r["val_accuracy"] for r in ok], "o-")
-    b.set_ylabel("validation accuracy (%)")
-    for ax in (a, b):
-        ax.axvline(best, color="r", ls="--", lw=1)
-        ax.set_xlabel("learning rate")
+    fig = figure(14, 4.0, "lr-find: a short validation sweep, then longer training at the chosen rate")
+    loss, acc, longer = fig.subplots(1, 3)
+    loss.semilogx([r["lr"] for r in ok], [r["val_loss"] for r in ok], "o-", label="after the sweep's epoch(s)")
+    loss.set(ylabel="validation loss (cross-entropy)", title="sweep: validation loss")
+    acc.semilogx([r["lr"] for r in ok], [100 * r["val_accuracy"] for r in ok], "o-", label="after the sweep's epoch(s)")
+    acc.set(ylabel="validation accuracy (%)", title="sweep: validation accuracy")
+    for ax in (loss, acc):
+        ax.axvline(best, color="r", ls="--", lw=1, label=f"chosen {best:.3g}")
+        ax.set_xlabel("learning rate (log scale)")
         ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+        ax.legend(fontsize=8)
+    for c in checks:
+        if c["history"] is None:
+            longer.plot([], [], label=f"x{c['factor']:g} ({c['lr']:.3g}): diverged")
+            continue
+        h = c["history"]
+        longer.plot([e["epoch"] for e in h], [100 * e["val_accuracy"] for e in h], marker="o", ms=3,
+                    label=f"x{c['factor']:g} ({c['lr']:.3g})", lw=2 if c["factor"] == 1.0 else 1)
+    longer.set(xlabel="epoch", ylabel="validation accuracy (%)",
+               title="longer training: chosen rate and 10x either side")
+    longer.xaxis.get_major_locator().set_params(integer=True)
+    longer.grid(alpha=0.3)
+    longer.legend(fontsize=8, title="learning rate")
+    save_figure(fig, path)

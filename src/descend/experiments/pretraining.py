@@ -16,6 +16,9 @@ Three comparisons on MNIST, each on the same number of training epochs as its ba
    a few hundred examples, against the same network trained from scratch.
 
 The tables report validation accuracy (test accuracy of the final networks too).
+
+Writes ``pretraining.png`` (validation accuracy per epoch of each comparison),
+``pretraining.json`` and ``pretraining.md``.
 """
 
 from __future__ import annotations
@@ -27,11 +30,18 @@ import torch
 from torch import nn
 
 from descend.data import Splits, TensorPair
-from descend.experiments._heuristics import add_data_arguments, fit, load, mlp, pct, report, settings, single_thread
+from descend.experiments._heuristics import (add_data_arguments, figure, fit, judge, load, mlp, pct, report,
+                                             save_figure, settings, single_thread)
 from descend.train import Trainer
 from descend.train.pretraining import AuxiliaryHeads, fitnets, greedy_supervised_pretraining, transfer
 
 DESCRIPTION = "sec. 8.7.4-8.7.5: greedy layer-wise pretraining, FitNets hints, auxiliary heads, transfer vs direct training"
+
+CLAIM = ("Breaking a hard supervised problem into simpler ones helps: greedy supervised pretraining of a deep net "
+         "one layer at a time (Bengio et al. 2007, fig. 8.7), hints from a wide shallow teacher for a thin deep "
+         "student (FitNets) and initialization from a related task (transfer) each train better than direct "
+         "training on the same budget (Deep Learning sec. 8.7.4).")
+MARGIN = 0.01  # one percentage point of final validation accuracy
 
 BUDGETS = {
     "cpu": {"train_limit": 10_000, "eval_limit": 2_000, "epochs": 8, "transfer_examples": 300},
@@ -62,6 +72,38 @@ def _subset(pair: TensorPair | None, classes: range, limit: int | None = None) -
     keep = (pair.y >= classes.start) & (pair.y < classes.stop)
     out = TensorPair(pair.x[keep], pair.y[keep] - classes.start)
     return out if limit is None else out[:limit]
+
+
+def verdict(results: dict) -> tuple[str, str]:
+    """Three comparisons by final validation accuracy, each won by more than ``MARGIN``: greedy
+    pretraining vs direct training, the FitNets student vs the student trained directly, the
+    better of the transferred networks vs the one trained from scratch."""
+    val = lambda part, name: results[part][name]["final"]["val"]  # noqa: E731
+    greedy, direct = val("greedy", "greedy"), val("greedy", "direct")
+    hints, plain = val("fitnets", "FitNets hints"), val("fitnets", "direct")
+    moved = max(val("transfer", "transfer layer 1, frozen"), val("transfer", "transfer layer 1, fine-tuned"))
+    scratch = val("transfer", "from scratch")
+    checks = [greedy > direct + MARGIN, hints > plain + MARGIN, moved > scratch + MARGIN]
+    evidence = (f"final val acc: greedy {pct(greedy)} vs direct {pct(direct)}; FitNets student {pct(hints)} vs "
+                f"direct {pct(plain)}; transfer {pct(moved)} vs from scratch {pct(scratch)} "
+                f"({sum(checks)} of 3 better by more than {100 * MARGIN:g} point)")
+    return judge(checks), evidence
+
+
+def _plot(results: dict[str, Any], path) -> None:
+    fig = figure(14, 4.2, "Pretraining vs direct training: validation accuracy per epoch")
+    axes = fig.subplots(1, 3)
+    for ax, part, title in zip(axes, ("greedy", "fitnets", "transfer"),
+                               ("1. deep sigmoid MLP", "2. thin deep student (FitNets)", "3. digits 5-9, few examples")):
+        for name, r in results[part].items():
+            history = r["history"]
+            ax.plot(range(1, len(history) + 1), [100 * h.get("val_accuracy", float("nan")) for h in history],
+                    marker="o", ms=3, label=name, ls="--" if name in ("direct", "from scratch") else "-")
+        ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=title)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    save_figure(fig, path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,8 +197,10 @@ def run(args: argparse.Namespace) -> int:
         "baseline.",
         "Greedy: one epoch per added layer (5), then joint fine-tuning for the remaining epochs.",
     ]
+    _plot(results, args.run_dir / "pretraining.png")
     report(args, "pretraining", "pretraining: greedy, FitNets, auxiliary heads, transfer (sec. 8.7.4-8.7.5)", intro,
            [(f"1. Deep sigmoid MLP ({'-'.join(map(str, sizes))})", rows1),
             ("2. FitNets: thin deep student with hints from a wide shallow teacher", rows2),
-            ("3. Transfer from digits 0-4 to 5-9", rows3)], results, say=say)
+            ("3. Transfer from digits 0-4 to 5-9", rows3)], results,
+           images=["pretraining.png"], say=say, claim=CLAIM, verdict=verdict)
     return 0

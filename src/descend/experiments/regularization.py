@@ -18,6 +18,9 @@ with SGD + momentum for the same number of epochs:
 * early stopping (patience 3 epochs, best weights restored).
 
 The table gives training, validation and test accuracy and the train-test gap.
+
+Writes ``regularization.png`` (accuracies of each variant; validation accuracy per
+epoch), ``regularization.json`` and ``regularization.md``.
 """
 
 from __future__ import annotations
@@ -27,11 +30,18 @@ from typing import Any
 
 import torch
 
-from descend.experiments._heuristics import add_data_arguments, fit, load, mlp, pct, report, settings, single_thread
+from descend.experiments._heuristics import (add_data_arguments, bars, figure, fit, judge, load, mlp, pct, report,
+                                             save_figure, settings, single_thread)
 from descend.optim import param_groups
 from descend.train import EarlyStopping, Trainer
 
 DESCRIPTION = "CS189: dropout, L2 with/without biases, fewer hidden units, early stopping vs no regularization"
+
+CLAIM = ("A network with too many hidden units for its training set overfits; l2 regularization (weight decay), "
+         "dropout, fewer hidden units and early stopping reduce the overfitting: a smaller gap between training "
+         "and test accuracy, and a test accuracy at least as good (CS189, heuristics to avoid overfitting; "
+         "Deep Learning sec. 7.8).")
+MARGIN = 0.01  # one percentage point
 
 BUDGETS = {
     "cpu": {"train_limit": 1_000, "eval_limit": 2_000, "epochs": 30, "hidden": 800},
@@ -43,6 +53,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
     parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (momentum 0.9)")
     parser.add_argument("--weight-decay", type=float, default=5e-3, help="L2 coefficient (torch's weight_decay)")
+
+
+def verdict(results: dict) -> tuple[str, str]:
+    """Each regularizer against none: does it narrow the train-test gap by more than ``MARGIN``
+    without losing more than ``MARGIN`` of test accuracy? Reproduced when every one does,
+    partly when some do."""
+    runs = results["runs"]
+    none = runs["none"]["accuracy"]
+    gap0 = none["train"] - none["test"]
+    helped, parts = [], []
+    for name, r in runs.items():
+        if name == "none":
+            continue
+        a = r["accuracy"]
+        gap = a["train"] - a["test"]
+        helped.append(gap < gap0 - MARGIN and a["test"] >= none["test"] - MARGIN)
+        parts.append(f"{name}: gap {pct(gap)}, test {pct(a['test'])}")
+    evidence = (f"{sum(helped)} of {len(helped)} regularizers narrow the train-test gap without losing test "
+                f"accuracy. none: gap {pct(gap0)}, test {pct(none['test'])}; " + "; ".join(parts))
+    return judge(helped), evidence
+
+
+def _plot(runs: dict[str, dict], path) -> None:
+    fig = figure(13, 4.4, "Regularizers vs none on a small training set (same epochs)")
+    acc, curves = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.5, 1]})
+    names = list(runs)
+    bars(acc, names, {split: [100 * runs[n]["accuracy"][split] for n in names] for split in ("train", "val", "test")},
+         "accuracy (%)", "final weights: training, validation and test accuracy")
+    low = min(100 * r["accuracy"]["test"] for r in runs.values())
+    acc.set_ylim(max(0.0, low - 10), 100.5)
+    for name, r in runs.items():
+        curves.plot([h["epoch"] for h in r["history"]], [100 * h["val_accuracy"] for h in r["history"]], lw=1.2,
+                    label=name, ls="--" if name == "none" else "-")
+    curves.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy per epoch")
+    curves.grid(alpha=0.3)
+    curves.legend(fontsize=7)
+    save_figure(fig, path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
         f"momentum 0.9, batch 64), {s['epochs']} epochs; accuracies of the final weights (early stopping: the best "
         "validation epoch's).",
     ]
+    _plot(runs, args.run_dir / "regularization.png")
     report(args, "regularization", "regularization: dropout, L2 with/without biases, fewer units, early stopping",
            intro, [("Regularizers vs none, same budget", rows)], {"settings": s, "lr": lr, "weight_decay": wd,
-                                                                 "runs": runs}, say=say)
+                                                                 "runs": runs},
+           images=["regularization.png"], say=say, claim=CLAIM, verdict=verdict)
     return 0
