@@ -16,6 +16,7 @@ import sys
 
 # Document the checkout's own code (src/ layout), whether or not it is installed.
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "src")))
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "_ext")))
 
 project = "descend"
 author = "the descend authors"
@@ -27,6 +28,7 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "myst_parser",
+    "gallery",  # docs/_ext/gallery.py: the gallery page from docs/gallery/*/entry.json
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
