@@ -54,7 +54,28 @@ def test_run_writes_the_table_json_and_pictures(mnist_dir, tmp_path, capsys):
     table = (tmp_path / "results.md").read_text()
     assert "CPU budget" in table and "97.80%" in table and "98.78%" in table
     assert (tmp_path / "step1_learning_curves.png").is_file() and (tmp_path / "step2_learning_curves.png").is_file()
-    assert "| 1 shallow |" in capsys.readouterr().out
+    assert 1000 < (tmp_path / "ladder.png").stat().st_size < 250_000
+    assert results["claim"] == nielsen_ch6.CLAIM and results["train_limit"] == 300
+    assert (results["verdict"], results["verdict_evidence"]) == nielsen_ch6.verdict(results)
+    out = capsys.readouterr().out
+    assert "| 1 shallow |" in out and f"verdict: {results['verdict']} - " in out
+
+
+def _given(*measured, limit=None):
+    books = [s.book for s in nielsen_ch6.STEPS] + [nielsen_ch6.ENSEMBLE_BOOK]
+    return {"train_limit": limit,
+            "steps": [{"step": n, "book": books[n - 1], "measured": m} for n, m in enumerate(measured, start=1)]}
+
+
+def test_verdict_on_given_numbers():
+    """The ladder's accuracies need the CPU budget's 40 minutes; the verdict's logic on given numbers."""
+    status, evidence = nielsen_ch6.verdict(_given(0.9775, 0.9870, 0.9900, 0.9921))
+    assert status == "reproduced" and "4/3" not in evidence and "3/3 steps improve" in evidence
+    status, evidence = nielsen_ch6.verdict(_given(0.9700, 0.9810, 0.9840, 0.9870))  # in order, 0.7 points short
+    assert status == "reproduced" and "largest shortfall 0.80 points (step 1)" in evidence
+    status, evidence = nielsen_ch6.verdict(_given(0.93, 0.96, 0.95, 0.97, limit=5000))  # small data: far below
+    assert status == "partly reproduced" and "2/3 steps improve" in evidence and "5,000 images" in evidence
+    assert nielsen_ch6.verdict(_given(0.97, 0.96, 0.95))[0] == "not reproduced"
 
 
 def test_steps_option():

@@ -35,4 +35,22 @@ def test_tiny_run(tmp_path, mnist_dir, monkeypatch):
     assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
     assert all(0.0 <= r["pixel_accuracy"] <= 1.0 for r in rows)
     assert (tmp_path / "results.md").read_text().startswith("# pixel-labelling")
-    assert (tmp_path / "labels_per_iteration.png").stat().st_size > 0
+    for png in ("labels_per_iteration.png", "accuracy_per_iteration.png"):
+        assert 1000 < (tmp_path / png).stat().st_size < 250_000
+    assert results["claim"] == exp.CLAIM and (results["verdict"], results["verdict_evidence"]) == exp.verdict(results)
+
+
+def _given(*digit_accuracy, trained=3):
+    return {"settings": {"iterations": trained},
+            "per_iteration": [{"iteration": i + 1, "pixel_accuracy": 0.9, "digit_pixel_accuracy": a}
+                              for i, a in enumerate(digit_accuracy)]}
+
+
+def test_verdict_on_given_numbers():
+    """A run small enough for a test labels everything background (the label maps need minutes
+    of training), so the claim's direction is checked on given numbers."""
+    status, evidence = exp.verdict(_given(0.60, 0.66, 0.68, 0.50))  # step 4 is beyond training: not judged
+    assert status == "reproduced" and "60.00% -> 66.00% -> 68.00%" in evidence and "+8.00 points" in evidence
+    assert exp.verdict(_given(0.60, 0.604, 0.605))[0] == "partly reproduced"   # better, within the margin
+    assert exp.verdict(_given(0.60, 0.70, 0.65))[0] == "partly reproduced"     # step 3 falls back
+    assert exp.verdict(_given(0.0, 0.0, 0.0))[0] == "not reproduced"

@@ -67,6 +67,41 @@ def test_tiny_run_writes_tables_plot_and_json(tmp_path, task, monkeypatch):
         assert len(values) == (11 if task == "copy" and "trained" in name else 9)
     if task == "adding":
         assert [r["training"] for r in results["part3_teacher_forcing"]] == ["teacher forcing", "scheduled sampling"]
+        assert 1000 < (tmp_path / "teacher_forcing.png").stat().st_size < 250_000
+    assert results["claim"] == exp.CLAIM and (results["verdict"], results["verdict_evidence"]) == exp.verdict(results)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gradients_vanish_below_spectral_radius_1_and_explode_above(tmp_path, seed):
+    """Part 2 at the cpu budget's lag (60) and width (32), over three seeds: eq. 8.11's diag(lambda)^t."""
+    assert exp.run(_args(tmp_path, seed=seed, lengths=None, steps=None, hidden=None, parts="2")) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    curves = results["part2_gradient_norm_vs_lag"]
+    low, high = curves["RNN init, W orthogonal x 0.8"], curves["RNN init, W orthogonal x 1.2"]
+    assert len(low) == 61
+    assert low[-1] < 1e-4 * low[0]  # 0.8^60 ~ 1.5e-6
+    assert high[-1] > 2 * high[0]
+    assert results["verdict"] == "reproduced"
+    assert 1000 < (tmp_path / "gradient_norm_vs_lag.png").stat().st_size < 250_000
+
+
+def test_verdict_on_given_numbers():
+    """Parts 1 and 3 need minutes of training to show the claim; their checks on given numbers."""
+    curves = {"RNN init, W orthogonal x 0.8": [1.0, 1e-6], "RNN init, W orthogonal x 1.2": [1.0, 5.0]}
+    part1 = [{"model": "rnn", "length": 60, "test_mse": 0.17, "solved": False},
+             {"model": "rnn+clip", "length": 60, "test_mse": 0.17, "solved": False},
+             {"model": "lstm", "length": 60, "test_mse": 0.001, "solved": True},
+             {"model": "rnn", "length": 10, "test_mse": 0.005, "solved": True}]
+    part3 = [{"training": "teacher forcing", "teacher_forced_accuracy": 0.89, "free_running_accuracy": 0.38}]
+    good = {"part1": part1, "part2_gradient_norm_vs_lag": curves, "part3_teacher_forcing": part3}
+    status, evidence = exp.verdict(good)
+    assert status == "reproduced" and "T = 60" in evidence and "lstm 0.0010 (solved)" in evidence
+    rnn_solves = [{**r, "solved": True} for r in part1]
+    assert exp.verdict({**good, "part1": rnn_solves})[0] == "partly reproduced"
+    no_gap = [{**part3[0], "free_running_accuracy": 0.88}]
+    flat = {k: [1.0, 1.0] for k in curves}
+    assert exp.verdict({"part1": rnn_solves, "part2_gradient_norm_vs_lag": flat,
+                        "part3_teacher_forcing": no_gap})[0] == "not reproduced"
 
 
 def test_bad_options_raise_config_errors(tmp_path):

@@ -32,3 +32,20 @@ def test_tiny_run_beats_chance(tmp_path, mnist_dir, monkeypatch):
     assert [r["family"] for r in rows] == ["pixels", "gabor", "kmeans"]
     assert all(r["test_accuracy"] > 0.5 for r in rows)              # chance is 0.1
     assert (tmp_path / "kernels_gabor.png").exists() and (tmp_path / "results.md").exists()
+    assert 1000 < (tmp_path / "accuracy.png").stat().st_size < 250_000
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["claim"] == exp.CLAIM and (results["verdict"], results["verdict_evidence"]) == exp.verdict(results)
+
+
+def _rows(**acc):
+    return {"rows": [{"family": f, "test_accuracy": a} for f, a in acc.items()]}
+
+
+def test_verdict_on_given_numbers():
+    """At a test's budget (600 images) raw pixels still win, so the claim's direction is checked
+    on given numbers; the cpu budget (10,000 images) measures it (gallery)."""
+    assert exp.verdict(_rows(pixels=0.88, random=0.96, gabor=0.97))[0] == "reproduced"
+    assert exp.verdict(_rows(pixels=0.88, random=0.885, gabor=0.97))[0] == "partly reproduced"  # within the margin
+    status, evidence = exp.verdict(_rows(pixels=0.75, random=0.71, kmeans=0.73))
+    assert status == "not reproduced" and "pixels 75.00%" in evidence and "0/2" in evidence
+    assert exp.verdict(_rows(gabor=0.97))[0] == "not reproduced"                      # no baseline run

@@ -15,7 +15,8 @@ has dC/dz = a - t: "the larger the error, the faster the neuron will learn"
    on the same budget with the quadratic cost, the sigmoid cross-entropy and the softmax
    log-likelihood.
 
-Writes ``quadratic_cost.png`` (the neuron's cost curves), ``.json`` and ``.md``.
+Writes ``quadratic_cost.png`` (the neuron's cost curves), ``quadratic_cost_mnist.png`` (the
+MLP's validation accuracy per epoch), ``results.json`` and ``results.md``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ BUDGETS = {
     "full": {"train_limit": None, "eval_limit": None, "epochs": 10, "neuron_epochs": 300},
 }
 STARTS = {"a = 0.82 (w = 0.6, b = 0.9)": (0.6, 0.9), "saturated a = 0.98 (w = b = 2)": (2.0, 2.0)}
+SATURATED = "saturated a = 0.98 (w = b = 2) / "
+CLAIM = ("With sigmoid output units the quadratic cost learns slowly when a unit saturates, however wrong it "
+         "is, because its gradient carries the factor sigma'(z); the cross-entropy's gradient is a - t, so the "
+         "larger the error, the faster the neuron learns (Neural Networks and Deep Learning ch. 3).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,15 +102,64 @@ def run(args: argparse.Namespace) -> int:
             results.setdefault("mnist", {})[name] = history
             say(f"  {name}: val {rows2[-1][2]}")
     _plot(curves, args.run_dir / "quadratic_cost.png")
+    _plot_mnist(results["mnist"], f"{features}-30-{splits.num_classes} sigmoid MLP, N(0, 1) weights, "
+                f"{len(splits.train):,} training images", args.run_dir / "quadratic_cost_mnist.png")
+    status, evidence = verdict(results)
+    results.update(claim=CLAIM, verdict=status, verdict_evidence=evidence)
     intro = [
         "Part 1: one sigmoid neuron, input 1, target 0, gradient descent with eta = 0.15 (NNDL ch. 3).",
         f"Part 2: MLP 784-30-10 with sigmoid units and N(0, 1) initial weights, SGD (lr {lr}, batch 10, "
         f"no momentum), {len(splits.train)} training examples, {s['epochs']} epochs.",
     ]
-    report(args, "quadratic_cost", "quadratic-cost: the learning slowdown of the quadratic cost (NNDL ch. 3)", intro,
+    intro += ["", f"Claim: {CLAIM}", "", f"Verdict: {status} - {evidence}"]
+    report(args, "results", "quadratic-cost: the learning slowdown of the quadratic cost (NNDL ch. 3)", intro,
            [("1. A single neuron", rows1), ("2. MNIST MLP with saturating initial weights", rows2)], results,
-           images=["quadratic_cost.png"], say=say)
+           images=["quadratic_cost.png", "quadratic_cost_mnist.png"], say=say)
+    say(f"claim: {CLAIM}")
+    say(f"verdict: {status} - {evidence}")
     return 0
+
+
+def verdict(results: dict) -> tuple[str, str]:
+    """Part 1 decides: from the saturated start the quadratic cost must take at least 3 times the
+    steps of the cross-entropy to bring the output below 0.2. Reproduced when, in part 2 too, the
+    quadratic cost's network is behind both cross-entropy networks after the first epoch."""
+    steps = {cost: results["neuron"][SATURATED + cost]["epochs_to_output_below_0.2"]
+             for cost in ("quadratic", "cross-entropy")}
+    horizon = len(results["neuron"][SATURATED + "quadratic"]["curve"])
+    quad, ce = (horizon + 1 if s is None else s for s in (steps["quadratic"], steps["cross-entropy"]))
+    slow = quad >= 3 * ce
+    shown = {c: (f"> {horizon}" if s is None else str(s)) for c, s in steps.items()}
+    evidence = (f"saturated neuron: output below 0.2 after {shown['quadratic']} steps (quadratic) vs "
+                f"{shown['cross-entropy']} (cross-entropy)")
+    mnist = results.get("mnist", {})
+    first = {name.split(" (")[0]: h[0].get("val_accuracy") for name, h in mnist.items() if h}
+    behind = None
+    if {"quadratic", "cross-entropy", "log-likelihood"} <= set(first) and None not in first.values():
+        behind = first["quadratic"] < min(first["cross-entropy"], first["log-likelihood"])
+        evidence += ("; MNIST val accuracy after epoch 1: "
+                     + ", ".join(f"{name} {100 * acc:.2f}%" for name, acc in first.items()))
+    if slow:
+        return ("reproduced" if behind else "partly reproduced"), evidence
+    return ("partly reproduced" if behind else "not reproduced"), evidence
+
+
+def _plot_mnist(mnist: dict, title: str, path) -> None:
+    """Validation accuracy per epoch of the MLP under each cost (part 2)."""
+    from matplotlib.ticker import MaxNLocator
+
+    from descend.plots import figure, save
+
+    fig = figure(6.5, 3.8)
+    ax = fig.subplots()
+    for name, history in mnist.items():
+        epochs = [h["epoch"] for h in history]
+        ax.plot(epochs, [100 * h.get("val_accuracy", float("nan")) for h in history], "o-", label=name)
+    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save(fig, path)
 
 
 def _plot(curves: dict, path) -> None:
@@ -120,11 +174,12 @@ def _plot(curves: dict, path) -> None:
     for ax, label in zip(axes, STARTS):
         for cost in ("quadratic", "cross-entropy"):
             ax.plot(curves[(label, cost)], label=cost)
-        ax.set_title(label, fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("cost")
+        ax.set_title(f"start {label}", fontsize=10)
+        ax.set_xlabel("epoch (one gradient step, eta = 0.15)")
+        ax.set_ylabel("cost (each its own)")
         ax.legend()
+    fig.suptitle("one sigmoid neuron, input 1, target 0: cost against epoch (NNDL ch. 3)")
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
