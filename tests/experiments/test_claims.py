@@ -15,18 +15,6 @@ CITES = ("sec.", "ch.", "Algorithm", "eq.", "CS189", "NNDL", "Nielsen")
 STATUSES = ("reproduced", "partly reproduced", "not reproduced")
 KEYS = {"experiment", "claim", "verdict", "evidence", "command", "date", "machine", "seconds", "table", "figures"}
 
-# Entries recorded by a separate run (on another branch, with these modules' CLAIM and
-# verdict): until it is merged here, a missing CLAIM, verdict or entry of these is an
-# expected failure. Once merged, this list goes.
-RECORDED_ELSEWHERE = frozenset({"nielsen-ch6", "pixel-labelling", "quadratic-cost", "rnn-long-term", "saddle-point",
-                                "sparse-coding", "unsupervised-kernels"})
-
-
-def _pending(name: str, what: str) -> None:
-    if name in RECORDED_ELSEWHERE:
-        pytest.xfail(f"{name}: {what} not on this branch yet (recorded by a separate run)")
-
-
 def test_the_experiments_are_found():
     assert len(experiments.names()) >= 14
 
@@ -34,8 +22,6 @@ def test_the_experiments_are_found():
 @pytest.mark.parametrize("name", experiments.names())
 def test_experiment_states_a_cited_claim_and_judges_it(name):
     module = experiments.load(name)
-    if not (isinstance(getattr(module, "CLAIM", None), str) and callable(getattr(module, "verdict", None))):
-        _pending(name, "CLAIM / verdict")
     claim = getattr(module, "CLAIM", None)
     assert isinstance(claim, str) and claim.strip(), f"{name} has no CLAIM: the text's claim it reproduces"
     assert any(c in claim for c in CITES), f"{name}'s CLAIM cites no text ({', '.join(CITES)}): {claim!r}"
@@ -45,8 +31,6 @@ def test_experiment_states_a_cited_claim_and_judges_it(name):
 @pytest.mark.parametrize("name", experiments.names())
 def test_gallery_entry_is_recorded_from_a_run_of_the_current_claim(name):
     path = GALLERY / name / "entry.json"
-    if not path.is_file():
-        _pending(name, "gallery entry")
     assert path.is_file(), (f"{name} has no gallery entry {path.relative_to(GALLERY.parents[1])}; record it with "
                             f"python docs/gallery/record.py {name} -- --seed 0 ...")
     entry = json.loads(path.read_text())
