@@ -95,7 +95,8 @@ def record(name: str, args: list[str], out_root: Path = HERE) -> dict:
         run_dir = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "descend", "experiment", name, *args, "--run-dir", str(run_dir)]
         start, cpu = time.perf_counter(), _children_cpu()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # echo the progress lines as they come
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
         lines = []
         for line in proc.stdout:
             sys.stdout.write(line)
