@@ -46,8 +46,7 @@ SEEDS = (0, 1, 2, 3, 4)  # fixed in advance
 CANDIDATES: dict[int, list[tuple[str, tuple[str, ...]]]] = {
     1: [("mnist-99.5", ("train.epochs=4",)), ("mnist-99.5", ()), ("mnist-speedrun", ("train.epochs=6",))],
     3: [("mnist-3min", ()), ("mnist-3min", ("train.epochs=11",))],
-    10: [("mnist-fast", ("data.split=\"nndl\"", "data.tta=\"none\"")),
-         ("mnist-fast", ("data.split=\"nndl\"", "data.tta=\"none\"", "train.amp=\"auto\"", "train.epochs=30"))],
+    10: [("mnist-10min", ()), ("mnist-10min", ("train.amp=\"auto\"", "train.epochs=30"))],
 }
 
 
