@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ from descend import bench, build, config as cfg
 from descend.io import atomic_write_json
 
 sys.path.insert(0, str(Path(__file__).parent))
-from time_to_accuracy import _Clock  # noqa: E402  (the same clock for both benchmarks)
+from time_to_accuracy import _Clock, in_fresh_process  # noqa: E402  (the same clock and runner)
 
 SEEDS = (0, 1, 2, 3, 4)  # fixed in advance
 # budget (minutes) -> candidates (bundled config, overrides); every candidate trains on the
@@ -79,11 +78,8 @@ def _fresh(stage: str, name: str, overrides, seed: int, done: dict[str, Any], ou
         print(f"{key}: not run (--minutes spent)", flush=True)
         return None
     if key not in done["runs"]:
-        command = [sys.executable, __file__, "--single", json.dumps([name, list(overrides), seed, stage == "final"])]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise SystemExit(f"{key} failed:\n{result.stderr[-3000:]}")
-        done["runs"][key] = json.loads(result.stdout.strip().splitlines()[-1])
+        done["runs"][key] = in_fresh_process(
+            [sys.executable, __file__, "--single", json.dumps([name, list(overrides), seed, stage == "final"])])
         atomic_write_json(out, done)
     r = done["runs"][key]
     test = "" if r["test_accuracy"] is None else f", test {100 * r['test_accuracy']:.2f}%"

@@ -214,15 +214,21 @@ def run_example(splits: Splits, seed: int, epochs: int, max_seconds: float) -> d
             "test_accuracy": curve[-1]["test_accuracy"], "images": len(x) * len(curve), "model": model}
 
 
-def _in_fresh_process(contender: str, name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    """One run in a new Python process: no oneDNN kernels, caches or weights left from an earlier run."""
-    command = [sys.executable, __file__, "--single", contender, name, str(seed), "--limit", str(args.limit)]
-    if args.data_dir:
-        command += ["--data-dir", args.data_dir]
+def in_fresh_process(command: list[str]) -> dict[str, Any]:
+    """Run ``command`` (a benchmark's own ``--single`` run) in a new Python process, so that no
+    oneDNN kernels, caches or weights are left from an earlier run; its result is the JSON
+    object on the last line of its output."""
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _in_fresh_process(contender: str, name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--single", contender, name, str(seed), "--limit", str(args.limit)]
+    if args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    return in_fresh_process(command)
 
 
 def summarize(runs_: list[dict[str, Any]], per_image_flops: float, sgemm: float) -> dict[str, Any]:

@@ -33,6 +33,7 @@ import random
 import struct
 import warnings
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -424,3 +425,15 @@ def pickle_opcodes_ok(data: bytes) -> bool:
         return True
     except Exception:
         return False
+
+
+def check_most_get_past_the_parser(outcomes: Mapping[str, int], label: str) -> None:
+    """After a fuzz test counted its ``outcomes`` (``check``: refused past the parser's first
+    check; ``valid``: loaded), assert that most damaged inputs got past the first check, so the
+    fuzzing exercised the deeper checks; nothing to say if the fuzz test did not run."""
+    total = sum(outcomes.values())
+    if total < 50:  # the fuzz test did not run (deselected)
+        return
+    past = (outcomes["check"] + outcomes["valid"]) / total
+    print(f"\n{label} fuzz: {dict(outcomes)}; past the first check: {past:.0%}")
+    assert past > 0.3
