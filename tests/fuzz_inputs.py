@@ -78,16 +78,17 @@ def _lines(data: bytes) -> list[bytes]:
     return data.split(b"\n")
 
 
-def _assignment_lines(lines: list[bytes]) -> list[int]:
-    return [i for i, line in enumerate(lines) if b"=" in line and not line.lstrip().startswith(b"#")]
+def _pick_assignment(lines: list[bytes], rng: random.Random) -> int | None:
+    """The index of a random ``key = value`` line (None if there is none)."""
+    hits = [i for i, line in enumerate(lines) if b"=" in line and not line.lstrip().startswith(b"#")]
+    return rng.choice(hits) if hits else None
 
 
 def _set_value(data: bytes, rng: random.Random) -> bytes:
     lines = _lines(data)
-    hits = _assignment_lines(lines)
-    if not hits:
+    i = _pick_assignment(lines, rng)
+    if i is None:
         return data
-    i = rng.choice(hits)
     key = lines[i].split(b"=", 1)[0]
     lines[i] = key + b"= " + _toml_value(rng.choice(ODD_VALUES)).encode("utf-8")
     return b"\n".join(lines)
@@ -95,10 +96,9 @@ def _set_value(data: bytes, rng: random.Random) -> bytes:
 
 def _rename_key(data: bytes, rng: random.Random) -> bytes:
     lines = _lines(data)
-    hits = _assignment_lines(lines)
-    if not hits:
+    i = _pick_assignment(lines, rng)
+    if i is None:
         return data
-    i = rng.choice(hits)
     key, value = lines[i].split(b"=", 1)
     key = key.strip()
     edits = [key[:-1], key + b"s", key[::-1], b"unknown_" + key, b"a.b", b'"' + key + b' "', b""]
