@@ -30,11 +30,16 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from descend import bench, build, config as cfg
-from descend.io import atomic_write_json
+from descend.io import atomic_path, atomic_write_json
+from descend.train.ensemble import combine
 
 sys.path.insert(0, str(Path(__file__).parent))
 from time_to_accuracy import _Clock, in_fresh_process  # noqa: E402  (the same clock and runner)
@@ -47,6 +52,11 @@ CANDIDATES: dict[int, list[tuple[str, tuple[str, ...]]]] = {
     3: [("mnist-3min", ()), ("mnist-3min", ("train.epochs=11",))],
     10: [("mnist-10min", ()), ("mnist-10min", ("train.amp=\"auto\"", "train.epochs=30"))],
 }
+
+
+# budget (minutes) -> the member recipe of its ensemble (an ensemble budget; see ``ensemble``).
+ENSEMBLES: dict[int, tuple[str, tuple[str, ...]]] = {30: ("mnist-3min", ()), 60: ("mnist-3min", ())}
+ENSEMBLE_SEEDS = {"selection": 0, "final": 1000}  # members' seeds count up from these: disjoint
 
 
 def run_one(name: str, overrides: list[str], seed: int, read_test: bool) -> dict[str, Any]:
@@ -64,6 +74,107 @@ def run_one(name: str, overrides: list[str], seed: int, read_test: bool) -> dict
     return {"config": name, "overrides": list(overrides), "seed": seed, "training_wall": clock.trained[-1],
             "epochs": len(history), "val_accuracy": final.get("val_accuracy"),
             "test_accuracy": final.get("test_accuracy") if read_test else None}
+
+
+def run_member(name: str, overrides: list[str], seed: int, logits: str) -> dict[str, Any]:
+    """One ensemble member on one thread (as ``descend train --nproc 2`` trains two at once):
+    its validation and test outputs are saved as ``LOGITS-val.npy`` and ``LOGITS-test.npy``
+    for the parent to combine, which scores the test set only for the chosen ensemble."""
+    torch.set_num_threads(1)
+    config = cfg.load(name, list(overrides) + [f"seed={seed}", "quiet=true", "train.checkpoint=false",
+                                               "train.eval_every=0", "train.evaluate_test=false"])
+    splits = build.load_data(config)
+    clock = _Clock()
+    with tempfile.TemporaryDirectory() as tmp:
+        clock.start = time.perf_counter()
+        trainer = build.build_trainer(config, splits, Path(tmp) / "run", seed, data_parallel=False)
+        trainer.callbacks.append(clock)
+        history = trainer.fit()
+        for part in ("val", "test"):
+            with atomic_path(Path(f"{logits}-{part}.npy")) as tmp_file, open(tmp_file, "wb") as f:
+                np.save(f, trainer.predict(getattr(splits, part).x).float().numpy(), allow_pickle=False)
+    return {"seed": seed, "training_wall": clock.trained[-1], "val_accuracy": history[-1]["val_accuracy"]}
+
+
+def _train_members(stage: str, name: str, overrides, budget_s: float, count: int | None,
+                   logits_dir: Path) -> dict[str, Any]:
+    """Members from seed ``ENSEMBLE_SEEDS[stage]`` up, two at a time, each in a fresh process.
+    ``count`` members, or (``count=None``) as many as the budget holds: a member starts only
+    if the slowest so far would end within the budget. The ensemble's wall time runs from the
+    first start to the last end: process start-up and data loading count."""
+    start, seed, members, running = time.perf_counter(), ENSEMBLE_SEEDS[stage], [], {}
+
+    def member(s: int) -> dict[str, Any]:
+        path = logits_dir / f"{stage}-seed{s}"
+        r = in_fresh_process([sys.executable, __file__, "--member", json.dumps([name, list(overrides), s, str(path)])])
+        return dict(r, logits=str(path), ended=time.perf_counter() - start)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        while True:
+            while len(running) < 2:
+                slowest = max((m["ended"] - m["began"] for m in members), default=0.0)
+                if (count is not None and len(members) + len(running) >= count) or (
+                        count is None and time.perf_counter() - start + slowest > budget_s):
+                    break
+                running[pool.submit(member, seed)] = time.perf_counter() - start
+                seed += 1
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                r = dict(future.result(), began=running.pop(future))
+                members.append(r)
+                print(f"{stage} member seed {r['seed']}: val {100 * r['val_accuracy']:.2f}%, trained in "
+                      f"{r['training_wall']:.0f} s, ended at {r['ended']:.0f} s", flush=True)
+    members.sort(key=lambda m: m["seed"])
+    return {"config": name, "overrides": list(overrides), "members": members,
+            "wall": max(m["ended"] for m in members)}
+
+
+def _ensemble_accuracy(members: list[dict[str, Any]], part: str, labels: torch.Tensor, method: str) -> float:
+    stacked = torch.stack([torch.from_numpy(np.load(f"{m['logits']}-{part}.npy", allow_pickle=False))
+                           for m in members])
+    return float((combine(stacked, method) == labels).double().mean())
+
+
+def ensemble(minutes: int, done: dict[str, Any], out: Path) -> dict[str, Any]:
+    """An ensemble budget, in two runs with disjoint seeds.
+
+    The selection run trains members of ``ENSEMBLES[minutes]`` (members on the book's
+    50,000 images) until the budget is spent; on the validation images it chooses how many
+    of them (the first k) and how to combine them (averaged softmax or majority vote), and
+    only then scores that ensemble on the test set. The final run trains k new members (seeds
+    disjoint from the first run's) and scores the test set once with the chosen combination.
+    """
+    name, overrides = ENSEMBLES[minutes]
+    labels = build.load_data(cfg.load(name, list(overrides)))
+    logits_dir = out.parent / "frontier-members"
+    logits_dir.mkdir(parents=True, exist_ok=True)
+    runs = done.setdefault("ensembles", {})
+    key = f"{minutes} min | {name} {' '.join(overrides)}"
+    if f"{key} | selection" not in runs:
+        runs[f"{key} | selection"] = _train_members("selection", name, overrides, 60 * minutes, None, logits_dir)
+        atomic_write_json(out, done)
+    sel = runs[f"{key} | selection"]
+    within = [m for m in sel["members"] if m["ended"] <= 60 * minutes]
+    scores = {(k, method): _ensemble_accuracy(within[:k], "val", labels.val.y, method)
+              for k in range(1, len(within) + 1) for method in ("average", "vote")}
+    (k, method), val = max(scores.items(), key=lambda kv: (kv[1], -kv[0][0]))  # ties: fewer members
+    sel.update(k=k, combine=method, val_accuracy=val, val_by_members=[scores[(i, method)] for i in range(1, len(within) + 1)],
+               test_accuracy=_ensemble_accuracy(within[:k], "test", labels.test.y, method),
+               wall_k=max(m["ended"] for m in within[:k]))
+    if f"{key} | final" not in runs:
+        runs[f"{key} | final"] = _train_members("final", name, overrides, 60 * minutes, k, logits_dir)
+        atomic_write_json(out, done)
+    fin = runs[f"{key} | final"]
+    fin.update(k=k, combine=method, val_accuracy=_ensemble_accuracy(fin["members"], "val", labels.val.y, method),
+               test_accuracy=_ensemble_accuracy(fin["members"], "test", labels.test.y, method), wall_k=fin["wall"])
+    tests = [sel["test_accuracy"], fin["test_accuracy"]]
+    return {"budget_min": minutes, "ensemble": True, "chosen": {"config": name, "overrides": list(overrides)},
+            "k": k, "combine": method, "val_accuracy": val, "runs": [sel, fin],
+            "test_mean": statistics.mean(tests), "test_sd": statistics.stdev(tests),
+            "test_min": min(tests), "test_max": max(tests),
+            "wall_mean": statistics.mean([sel["wall_k"], fin["wall_k"]]), "wall_max": max(sel["wall_k"], fin["wall_k"])}
 
 
 def _key(stage: str, name: str, overrides: list[str] | tuple[str, ...], seed: int) -> str:
@@ -94,6 +205,9 @@ def frontier(budgets: list[int], seeds: list[int], out: Path, stop: float = floa
     done["machine"] = bench.machine()
     rows = []
     for minutes in budgets:
+        if minutes in ENSEMBLES:
+            rows.append(ensemble(minutes, done, out))
+            continue
         tried = [_fresh("selection", name, overrides, 0, done, out, stop) for name, overrides in CANDIDATES[minutes]]
         tried = [r for r in tried if r is not None]
         fits = [r for r in tried if r["training_wall"] <= 60 * minutes]
@@ -111,7 +225,8 @@ def frontier(budgets: list[int], seeds: list[int], out: Path, stop: float = floa
                      "test_min": min(tests), "test_max": max(tests),
                      "wall_mean": statistics.mean(r["training_wall"] for r in finals),
                      "wall_max": max(r["training_wall"] for r in finals)})
-    done["frontier"] = rows
+    old = {row["budget_min"]: row for row in done.get("frontier", [])}
+    done["frontier"] = sorted({**old, **{row["budget_min"]: row for row in rows}}.values(), key=lambda r: r["budget_min"])
     atomic_write_json(out, done)
     return done
 
@@ -125,6 +240,16 @@ def table(done: dict[str, Any]) -> str:
              "budget | recipe | validation (seed 0) | s | chosen | test accuracy, mean ± sd (range), seeds | s (mean, max)",
              "---:|---|---:|---:|:---:|---|---:"]
     for row in done["frontier"]:
+        if row.get("ensemble"):
+            sel, fin = row["runs"]
+            lines.append(
+                f"{row['budget_min']} min | ensemble of {row['k']}: {_recipe(row['chosen'])} (--set "
+                f"train.ensemble={row['k']} train.combine=\"{row['combine']}\" --nproc 2) | "
+                f"{100 * row['val_accuracy']:.2f}% (seeds {sel['members'][0]['seed']}-{sel['members'][-1]['seed']}) | "
+                f"{sel['wall_k']:.0f} | yes | {100 * sel['test_accuracy']:.2f}% and {100 * fin['test_accuracy']:.2f}% "
+                f"(seeds from {sel['members'][0]['seed']} and {fin['members'][0]['seed']}) | "
+                f"{sel['wall_k']:.0f}, {fin['wall_k']:.0f}")
+            continue
         for r in row["tried"]:
             chosen = r == row["chosen"]
             final = (f"{100 * row['test_mean']:.2f}% ± {100 * row['test_sd']:.2f} ({100 * row['test_min']:.2f}-"
@@ -143,10 +268,8 @@ def plot(done: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FixedLocator, NullLocator
 
-    from descend.io import atomic_path
-
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
-    tried = [r for row in done["frontier"] for r in row["tried"]]
+    tried = [r for row in done["frontier"] for r in row.get("tried", [])]
     ax.scatter([r["training_wall"] / 60 for r in tried], [100 * r["val_accuracy"] for r in tried], marker="o",
                facecolors="none", edgecolors="gray", label="every candidate: validation, seed 0")
     rows = [r for r in done["frontier"] if r["chosen"] is not None]
@@ -177,17 +300,22 @@ def plot(done: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budgets", default=",".join(map(str, CANDIDATES)), help="minutes, of " + str(list(CANDIDATES)))
+    parser.add_argument("--budgets", default=",".join(map(str, [*CANDIDATES, *ENSEMBLES])),
+                        help="minutes, of " + str([*CANDIDATES, *ENSEMBLES]))
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="seeds of the final runs, fixed in advance")
     parser.add_argument("--out", type=Path, default=Path("bench-results/frontier.json"))
     parser.add_argument("--plot", type=Path, default=Path("bench-results/frontier.png"))
     parser.add_argument("--minutes", type=float, default=float("inf"),
                         help="start no run after this many minutes (the table then shows what finished)")
     parser.add_argument("--single", help=argparse.SUPPRESS)
+    parser.add_argument("--member", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:  # one run in the fresh process the parent started; its result is the last line
         name, overrides, seed, read_test = json.loads(args.single)
         print(json.dumps(run_one(name, overrides, seed, read_test)))
+        return
+    if args.member:  # one ensemble member, likewise
+        print(json.dumps(run_member(*json.loads(args.member))))
         return
     done = frontier([int(b) for b in args.budgets.split(",")], [int(s) for s in args.seeds.split(",")], args.out,
                     time.time() + 60 * args.minutes)

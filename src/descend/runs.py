@@ -236,13 +236,16 @@ def train(config: cfg.Config, run_dir: Path | None = None, resume: bool = False)
     device = distributed.local_device(build.resolve_device(config.device))
     joined = distributed.init_from_env(device, timeout=config.train.dist_timeout,
                                        backend="gloo" if config.train.ensemble > 1 else None)
+    finished = False
     try:
         if not (run_dir or config.run_dir):
             run_dir = Path(distributed.broadcast_string(str(default_run_dir())))  # one folder for every rank
         run_dir = Path(run_dir or config.run_dir)
         try:
             with _sigterm_interrupts():
-                return _train(config, run_dir, resume)
+                result = _train(config, run_dir, resume)
+                finished = True
+                return result
         except KeyboardInterrupt as exc:
             code, name = (143, "SIGTERM") if isinstance(exc, Terminated) else (130, "Ctrl-C")
             raise Interrupted(f"interrupted by {name}; {checkpoint_status(run_dir)}", code) from None
@@ -250,7 +253,7 @@ def train(config: cfg.Config, run_dir: Path | None = None, resume: bool = False)
             raise Diverged(f"{exc}; {checkpoint_status(run_dir)}") from None
     finally:
         if joined:
-            distributed.teardown()
+            distributed.teardown(wait=finished)
 
 
 class Terminated(KeyboardInterrupt):

@@ -218,6 +218,7 @@ for plugin in T.PLUGINS:
     out[plugin] = [p.detach().flatten().tolist() for p in trainer.model.parameters()]
     assert trainer.world_size == 2
 json.dump(out, open(sys.argv[2], "w"))
+del trainer  # its DDP wrapper holds the process group: let teardown destroy it with the group
 distributed.teardown()
 '''
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 from typing import Callable, Iterator, Sequence
 
@@ -129,9 +130,25 @@ def init_from_env(device: torch.device, *, timeout: float = DEFAULT_TIMEOUT, bac
     return True
 
 
-def teardown() -> None:
-    """Leave the process group (if one is initialized)."""
+def teardown(*, wait: bool = True) -> None:
+    """Leave the process group (if one is initialized).
+
+    The trainers' DDP wrappers hold the group too; those the caller has dropped are
+    collected first, so that the group's worker threads are stopped and joined here. A
+    group that outlives this call is destroyed during interpreter shutdown instead, where
+    gloo's threads can abort the process ("terminate called without an active
+    exception") after a run that succeeded.
+
+    With ``wait`` (a run that ended normally) every rank first waits at a barrier until
+    all are leaving, so no rank closes its connections while a peer is still inside a
+    collective. A run that failed passes ``wait=False``: its peers may be gone, and the
+    barrier would only wait out the timeout.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
+        if wait:
+            with contextlib.suppress(RuntimeError, ValueError):
+                dist.barrier()
         dist.destroy_process_group()
 
 
