@@ -18,6 +18,8 @@ from descend.errors import ConfigError, DataError
 from descend.losses import quadratic
 from descend.train.bagging import Bootstrap
 from descend.train.curriculum import ClassBalanced, DeterministicCurriculum, Emphasis, StochasticCurriculum
+from descend.train import Trainer, load_weights
+from descend.train.trainer import WEIGHTS
 
 SMALL = ["data.dataset=digits", "data.augment=none", "model.conv=[4]", "model.convs_per_pool=1", "model.hidden=[16]",
          "model.batch_norm=false", "model.dropout=0.0", "train.epochs=1", "train.batch_size=32", "quiet=true", "device=cpu"]
@@ -212,3 +214,36 @@ def test_every_model_takes_a_training_step_in_every_precision(small_mnist, name,
     trainer = build.build_trainer(config, small_mnist, None, 0, data_parallel=False)
     loss = trainer.try_first_batch()
     assert math.isfinite(loss) and loss > 0
+
+
+@pytest.mark.parametrize("extra, reevaluates", [
+    ([], False),  # the last epoch evaluated the final weights: its numbers are reported
+    (["train.average=ema"], False),  # ... the averaged weights, which the model keeps
+    # with the weights frozen, epoch 2 does not improve on epoch 1, whose weights early stopping restores
+    (["train.epochs=4", "train.early_stopping=1", "optimizer.lr=0.0"], True),
+])
+def test_train_one_reports_the_final_weights_without_evaluating_twice(digits, tmp_path, monkeypatch, extra, reevaluates):
+    """The results' validation and test numbers are those of the weights the run ends with
+    (checked by evaluating the saved weights afresh), computed once when the last epoch
+    already scored those weights."""
+    c = cfg.load(overrides=SMALL + ["train.epochs=2", "train.evaluate_test=true"] + extra)
+    calls = []
+    original = Trainer.evaluate
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "evaluate", counting)
+    results = runs.train_one(c, digits, tmp_path / "run", 0, pictures=False)
+    during_fit = 2 * results["epochs"]  # val and test after each epoch
+    restored = results["last_epoch"].get("best_epoch", results["epochs"]) != results["epochs"]
+    assert restored == reevaluates
+    assert len(calls) == during_fit + (2 if restored else 0)
+    fresh = build.build_trainer(c, digits, None, 0)
+    load_weights(tmp_path / "run" / WEIGHTS, fresh.model)
+    monkeypatch.setattr(Trainer, "evaluate", original)
+    for name in ("val", "test"):
+        r = fresh.evaluate(getattr(digits, name))
+        assert results[f"{name}_accuracy"] == pytest.approx(r["accuracy"], abs=1e-12)
+        assert results[f"{name}_loss"] == pytest.approx(r["loss"], rel=1e-5)

@@ -43,7 +43,7 @@ from descend.data import Splits, tta_predict
 from descend.errors import CheckpointError, ConfigError, DescendError, Diverged, Interrupted
 from descend.io import atomic_write_json, atomic_write_text, disk_error, ensure_dir
 from descend.train import EarlyStopping, Trainer, distributed, load_weights
-from descend.train.callbacks import BestWeights
+from descend.train.callbacks import AveragedEvaluation, BestWeights
 from descend.train.summary import model_summary
 from descend.train.ensemble import combine
 from descend.train.trainer import CHECKPOINT, WEIGHTS
@@ -120,13 +120,22 @@ def train_one(config: cfg.Config, splits: Splits, run_dir: Path, seed: int, resu
     best = next((cb for cb in trainer.callbacks if isinstance(cb, BestWeights)), None)
     if best is not None and best.best_epoch:
         results["best_epoch"], results[f"best_{best.monitor}"] = best.best_epoch, best.best
-    # After training the model holds its final weights (averaged / best, if so configured):
-    # report those, not the last epoch's raw numbers.
+    # Report the weights the model holds after training. The last epoch evaluated those same
+    # weights (the averaged ones, under averaging), so its numbers stand, unless early
+    # stopping restored an earlier epoch's weights or the averaged weights were not kept.
+    restored = (stop is not None and stop.restore_best and stop.best_state is not None
+                and stop.best_epoch != trainer.epoch)
+    unkept = any(isinstance(cb, AveragedEvaluation) and not cb.final for cb in trainer.callbacks)
     for name in ("val", "test"):
         pair = getattr(splits, name)
         if pair is not None and len(pair) and (name == "val" or config.train.evaluate_test):
-            r = trainer.evaluate(pair)
-            results[f"{name}_accuracy"], results[f"{name}_loss"] = r["accuracy"], r["loss"]
+            keys = (f"{name}_accuracy", f"{name}_loss")
+            if restored or unkept or not all(k in final for k in keys):
+                r = trainer.evaluate(pair)
+                final_numbers = (r["accuracy"], r["loss"])
+            else:
+                final_numbers = (final[keys[0]], final[keys[1]])
+            results[keys[0]], results[keys[1]] = final_numbers
     results.update(build.tta_results(config, trainer.model, splits))
     results["last_epoch"] = final
     if writer:
