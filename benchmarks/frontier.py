@@ -65,8 +65,9 @@ ENSEMBLES: dict[int, tuple[str, tuple[str, ...]]] = {30: ("mnist-3min", ()), 60:
 ENSEMBLE_SEEDS = {"selection": 0, "final": 1000}  # members' seeds count up from these: disjoint
 
 
-def run_one(name: str, overrides: list[str], seed: int, read_test: bool) -> dict[str, Any]:
-    """One training run of ``descend train --config NAME --set OVERRIDES`` (no files kept)."""
+def _fit(name: str, overrides: list[str], seed: int, read_test: bool):
+    """Train ``descend train --config NAME --set OVERRIDES`` once (no files kept), timed by
+    ``_Clock``; the trainer, the data, the training wall time and the history."""
     config = cfg.load(name, list(overrides) + [f"seed={seed}", "quiet=true", "train.checkpoint=false",
                                                "train.eval_every=0", f"train.evaluate_test={str(read_test).lower()}"])
     splits = build.load_data(config)
@@ -76,8 +77,14 @@ def run_one(name: str, overrides: list[str], seed: int, read_test: bool) -> dict
         trainer = build.build_trainer(config, splits, Path(tmp) / "run", seed, data_parallel=False)
         trainer.callbacks.append(clock)
         history = trainer.fit()
+    return trainer, splits, clock.trained[-1], history
+
+
+def run_one(name: str, overrides: list[str], seed: int, read_test: bool) -> dict[str, Any]:
+    """One training run; the test set is read (after the last epoch) only if ``read_test``."""
+    _, _, wall, history = _fit(name, overrides, seed, read_test)
     final = history[-1]
-    return {"config": name, "overrides": list(overrides), "seed": seed, "training_wall": clock.trained[-1],
+    return {"config": name, "overrides": list(overrides), "seed": seed, "training_wall": wall,
             "epochs": len(history), "val_accuracy": final.get("val_accuracy"),
             "test_accuracy": final.get("test_accuracy") if read_test else None}
 
@@ -87,19 +94,11 @@ def run_member(name: str, overrides: list[str], seed: int, logits: str) -> dict[
     its validation and test outputs are saved as ``LOGITS-val.npy`` and ``LOGITS-test.npy``
     for the parent to combine, which scores the test set only for the chosen ensemble."""
     torch.set_num_threads(1)
-    config = cfg.load(name, list(overrides) + [f"seed={seed}", "quiet=true", "train.checkpoint=false",
-                                               "train.eval_every=0", "train.evaluate_test=false"])
-    splits = build.load_data(config)
-    clock = _Clock()
-    with tempfile.TemporaryDirectory() as tmp:
-        clock.start = time.perf_counter()
-        trainer = build.build_trainer(config, splits, Path(tmp) / "run", seed, data_parallel=False)
-        trainer.callbacks.append(clock)
-        history = trainer.fit()
-        for part in ("val", "test"):
-            with atomic_path(Path(f"{logits}-{part}.npy")) as tmp_file, open(tmp_file, "wb") as f:
-                np.save(f, trainer.predict(getattr(splits, part).x).float().numpy(), allow_pickle=False)
-    return {"seed": seed, "training_wall": clock.trained[-1], "val_accuracy": history[-1]["val_accuracy"]}
+    trainer, splits, wall, history = _fit(name, overrides, seed, False)
+    for part in ("val", "test"):
+        with atomic_path(Path(f"{logits}-{part}.npy")) as tmp_file, open(tmp_file, "wb") as f:
+            np.save(f, trainer.predict(getattr(splits, part).x).float().numpy(), allow_pickle=False)
+    return {"seed": seed, "training_wall": wall, "val_accuracy": history[-1]["val_accuracy"]}
 
 
 def _train_members(stage: str, name: str, overrides, budget_s: float, count: int | None,
