@@ -91,3 +91,29 @@ def test_early_stopping_that_never_stopped_has_no_reason():
     stop = EarlyStopping(patience=5)
     make(None, [Scripted([0.1, 0.2]), stop], epochs=2).fit()
     assert (stop.stopped_epoch, stop.reason) == (0, "")
+
+
+@pytest.mark.parametrize("final", [True, False])
+def test_under_averaging_the_best_weights_are_the_averaged_ones_that_scored(tmp_path, final):
+    """With Polyak averaging (sec. 8.7.3) each epoch is scored with the averaged weights, so the
+    best epoch's file and early stopping's restored weights are those averaged weights: loaded
+    into a fresh model, they score exactly the best validation loss that was recorded."""
+    from descend.optim import PolyakAverage
+    from descend.train import AveragedEvaluation, load_weights
+
+    model = tiny_model()
+    data = tiny_data()
+    averager = PolyakAverage(model, mode="ema", decay=0.5, include_buffers=True)
+    best = BestWeights(tmp_path / "best.safetensors", monitor="val_loss")
+    stop = EarlyStopping(monitor="val_loss", patience=100)
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.3), data, epochs=5, batch_size=16,
+                      run_dir=tmp_path, quiet=True, callbacks=[AveragedEvaluation(averager, final=final), best, stop])
+    history = trainer.fit()
+    losses = [h["val_loss"] for h in history]
+    assert best.best == min(losses) and stop.best == min(losses)
+    fresh = tiny_model()
+    load_weights(tmp_path / "best.safetensors", fresh)
+    scorer = Trainer(fresh, torch.optim.SGD(fresh.parameters(), lr=0.0), data, epochs=0, quiet=True)
+    assert scorer.evaluate(data.val)["loss"] == pytest.approx(best.best, rel=1e-6)
+    fresh.load_state_dict(stop.best_state)
+    assert scorer.evaluate(data.val)["loss"] == pytest.approx(stop.best, rel=1e-6)

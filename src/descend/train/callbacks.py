@@ -22,6 +22,7 @@ disk, and Polyak averaging for evaluation (sec. 8.7.3). They report what they di
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -64,7 +65,8 @@ class EarlyStopping(Callback):
     """Stop when the monitored metric has not improved for ``patience`` epochs.
 
     Deep Learning sec. 7.8 (Algorithm 7.1), the "early stopping" of sec. 8.7 and CS189:
-    keep the parameters of the best validation epoch; with ``restore_best`` they are put
+    keep the parameters of the best validation epoch (the averaged ones under
+    :class:`AveragedEvaluation`, which were scored); with ``restore_best`` they are put
     back into the model when training ends.
 
     Args:
@@ -112,7 +114,8 @@ class EarlyStopping(Callback):
         if self._improved(value):
             self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
             if self.restore_best:
-                self.best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+                with _evaluated_weights(trainer):
+                    self.best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
         else:
             self.bad_epochs += 1
             if self.bad_epochs > self.patience:
@@ -149,7 +152,9 @@ class BestWeights(Callback):
     The model selection of early stopping (Deep Learning sec. 7.8) without stopping:
     after each epoch whose ``monitor`` improves on the best so far, the model's weights
     are written atomically with :func:`~descend.train.checkpoint.save_weights`, with
-    ``{"epoch", monitor}`` in the file's metadata. A tie keeps the earlier epoch. The best
+    ``{"epoch", monitor}`` in the file's metadata; under :class:`AveragedEvaluation` these
+    are the averaged weights, the ones the epoch was scored with. A tie keeps the earlier
+    epoch. The best
     value and epoch are in ``state_dict()``, so a resumed run compares with the best of
     the epochs before the interruption.
 
@@ -176,7 +181,8 @@ class BestWeights(Callback):
             if trainer.rank == 0:
                 from descend.train.checkpoint import save_weights
 
-                save_weights(self.path, trainer.model, {"epoch": epoch, self.monitor: value})
+                with _evaluated_weights(trainer):
+                    save_weights(self.path, trainer.model, {"epoch": epoch, self.monitor: value})
                 log.debug("best weights: epoch %d, %s %.6g -> %s", epoch, self.monitor, value, self.path)
 
     def state_dict(self) -> dict[str, Any]:
@@ -184,6 +190,16 @@ class BestWeights(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])
+
+
+def _evaluated_weights(trainer) -> contextlib.AbstractContextManager:
+    """Put into the model the weights its last evaluation scored, for as long as the block
+    runs: the averaged ones under :class:`AveragedEvaluation` (Polyak averaging, sec.
+    8.7.3), which training swaps out again after evaluating; else the model's own."""
+    for cb in trainer.callbacks:
+        if isinstance(cb, AveragedEvaluation):
+            return cb.averager.swapped()
+    return contextlib.nullcontext()
 
 
 class AveragedEvaluation(Callback):
