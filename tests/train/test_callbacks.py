@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 
 import pytest
 import torch
@@ -68,6 +69,21 @@ def test_best_weights_remember_the_best_across_a_resume(tmp_path):
     assert meta["epoch"] == 4 and best.state_dict() == {"monitor": "val_accuracy", "best": 0.95, "best_epoch": 4}
     for k, v in script.weights[4].items():
         assert torch.equal(tensors[k], v)
+
+
+def test_callback_state_follows_its_callback_when_the_list_changes_on_resume(tmp_path):
+    """A resumed run with another stateful callback in front (early stopping switched on at
+    the resume) still gives BestWeights its own best, and early stopping starts afresh."""
+    values = [0.9, 0.5, 0.6, 0.95, 0.7]
+    with pytest.raises(KeyboardInterrupt):
+        make(tmp_path, [Scripted(values), BestWeights(tmp_path / "best.safetensors"), KillAt(3)], epochs=5).fit()
+    stop, best = EarlyStopping(patience=100), BestWeights(tmp_path / "best.safetensors")
+    trainer = make(tmp_path, [Scripted(values), stop, best], epochs=5)
+    trainer.resume()
+    assert (best.best, best.best_epoch) == (0.9, 1)
+    assert (stop.best, stop.best_epoch, stop.bad_epochs) == (-math.inf, 0, 0)
+    trainer.fit()
+    assert (best.best, best.best_epoch) == (0.95, 4) and (stop.best, stop.best_epoch) == (0.95, 4)
 
 
 def test_best_weights_name_the_missing_metric(tmp_path):

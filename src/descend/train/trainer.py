@@ -561,7 +561,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "rng_cpu": torch.get_rng_state(),
             "callbacks": {
-                str(i): cb.state_dict() for i, cb in enumerate(self.callbacks) if hasattr(cb, "state_dict")
+                key: cb.state_dict() for key, cb in self._callback_keys() if hasattr(cb, "state_dict")
             },
         }
         if self.scheduler is not None:
@@ -571,6 +571,18 @@ class Trainer:
         if torch.cuda.is_available() and self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         return state
+
+    def _callback_keys(self) -> list[tuple[str, Any]]:
+        """``("BestWeights#0", callback), ...``: each callback's key in a checkpoint, its class
+        and its rank among callbacks of that class, so a resumed run whose list of callbacks
+        gained or lost one (a logger, say) still gives each its own state."""
+        seen: dict[str, int] = {}
+        keys = []
+        for cb in self.callbacks:
+            name = type(cb).__name__
+            keys.append((f"{name}#{seen.get(name, 0)}", cb))
+            seen[name] = seen.get(name, 0) + 1
+        return keys
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         try:
@@ -584,9 +596,12 @@ class Trainer:
                     self._fast_forward_scheduler(int(state["global_step"]), int(state["epoch"]))
             if self.scaler is not None and "scaler" in state:
                 self.scaler.load_state_dict(state["scaler"])
-            for i, cb in enumerate(self.callbacks):
-                if hasattr(cb, "load_state_dict") and str(i) in state["callbacks"]:
-                    cb.load_state_dict(state["callbacks"][str(i)])
+            saved = state["callbacks"]
+            by_position = all(k.isdigit() for k in saved)  # checkpoints of earlier versions
+            for i, (key, cb) in enumerate(self._callback_keys()):
+                key = str(i) if by_position else key
+                if hasattr(cb, "load_state_dict") and key in saved:
+                    cb.load_state_dict(saved[key])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(
                 f"the checkpoint does not match this model/optimizer ({type(exc).__name__}: {exc}); "
@@ -624,7 +639,16 @@ class Trainer:
             if self.run_dir is None:
                 raise CheckpointError("resume needs a checkpoint path or a run_dir")
             path = self.run_dir / CHECKPOINT
-        self.load_state_dict(load_state(path, schema=checkpoint.TRAINING_STATE, template=self.state_dict()))
+        template = self.state_dict()
+        # A callback this run has but the checkpoint lacks (switched on at the resume) starts
+        # afresh, one the checkpoint has but this run lacks is ignored; the states both have
+        # must have the same structure.
+        callbacks, template["callbacks"] = template["callbacks"], None
+        state = load_state(path, schema=checkpoint.TRAINING_STATE, template=template)
+        for key, value in callbacks.items():
+            if key in state["callbacks"]:
+                checkpoint.check_template(state["callbacks"][key], value, path, f"callbacks.{key}")
+        self.load_state_dict(state)
         if self.run_dir is not None and self.rank == 0:
             remove_temp_files(self.run_dir, recursive=False)
             atomic_write_text(self.run_dir / METRICS, "".join(json.dumps(h) + "\n" for h in self.history))
