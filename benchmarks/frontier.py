@@ -142,6 +142,11 @@ def _ensemble_accuracy(members: list[dict[str, Any]], part: str, labels: torch.T
     return float((combine(stacked, method) == labels).double().mean())
 
 
+def _ensemble_key(minutes: int) -> str:
+    name, overrides = ENSEMBLES[minutes]
+    return f"{minutes} min | {name} {' '.join(overrides)}"
+
+
 def ensemble(minutes: int, done: dict[str, Any], out: Path) -> dict[str, Any]:
     """An ensemble budget, in two runs with disjoint seeds.
 
@@ -156,7 +161,7 @@ def ensemble(minutes: int, done: dict[str, Any], out: Path) -> dict[str, Any]:
     logits_dir = out.parent / "frontier-members"
     logits_dir.mkdir(parents=True, exist_ok=True)
     runs = done.setdefault("ensembles", {})
-    key = f"{minutes} min | {name} {' '.join(overrides)}"
+    key = _ensemble_key(minutes)
     if f"{key} | selection" not in runs:
         runs[f"{key} | selection"] = _train_members("selection", name, overrides, 60 * minutes, None, logits_dir)
         atomic_write_json(out, done)
@@ -211,6 +216,10 @@ def frontier(budgets: list[int], seeds: list[int], out: Path, stop: float = floa
     rows = []
     for minutes in budgets:
         if minutes in ENSEMBLES:
+            measured = f"{_ensemble_key(minutes)} | final" in done.get("ensembles", {})
+            if time.time() > stop and not measured:
+                print(f"{minutes} min ensemble: not run (--minutes spent)", flush=True)
+                continue
             rows.append(ensemble(minutes, done, out))
             continue
         tried = [_fresh("selection", name, overrides, 0, done, out, stop) for name, overrides in CANDIDATES[minutes]]
