@@ -86,6 +86,34 @@ def test_callback_state_follows_its_callback_when_the_list_changes_on_resume(tmp
     assert (best.best, best.best_epoch) == (0.95, 4) and (stop.best, stop.best_epoch) == (0.95, 4)
 
 
+def test_a_checkpoint_keyed_by_position_still_loads_and_is_still_checked(tmp_path):
+    """Checkpoints of earlier versions keyed callback states by position: they load by
+    position, and a state of the wrong structure is still refused with its place named."""
+    import fuzz_inputs as fi
+    from descend.errors import CheckpointError
+    from descend.train.checkpoint import META_KEY
+
+    values = [0.9, 0.5, 0.6, 0.95, 0.7]
+    with pytest.raises(KeyboardInterrupt):
+        make(tmp_path, [Scripted(values), BestWeights(tmp_path / "best.safetensors"), KillAt(3)], epochs=5).fit()
+    path = tmp_path / "checkpoint.safetensors"
+    raw = path.read_bytes()
+    meta = json.loads(fi.split_safetensors(raw)[0]["__metadata__"][META_KEY])
+
+    def rewrite(state_of_bestweights):
+        meta["state"]["callbacks"] = {"1": state_of_bestweights}  # BestWeights was callback 1
+        path.write_bytes(fi.resign(raw, json.dumps(meta)))
+
+    old_state = meta["state"]["callbacks"]["BestWeights#0"]
+    rewrite(old_state)
+    best = BestWeights(tmp_path / "best.safetensors")
+    make(tmp_path, [Scripted(values), best], epochs=5).resume()
+    assert (best.best, best.best_epoch) == (0.9, 1)
+    rewrite(dict(old_state, best="high"))
+    with pytest.raises(CheckpointError, match="'callbacks.1.best' must be a number"):
+        make(tmp_path, [Scripted(values), BestWeights(tmp_path / "best.safetensors")], epochs=5).resume()
+
+
 def test_best_weights_name_the_missing_metric(tmp_path):
     with pytest.raises(ConfigError, match="val_f1"):
         make(tmp_path, [BestWeights(tmp_path / "b.safetensors", monitor="val_f1")], epochs=1).fit()

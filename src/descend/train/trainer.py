@@ -572,15 +572,18 @@ class Trainer:
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         return state
 
-    def _callback_keys(self) -> list[tuple[str, Any]]:
+    def _callback_keys(self, saved: dict[str, Any] | None = None) -> list[tuple[str, Any]]:
         """``("BestWeights#0", callback), ...``: each callback's key in a checkpoint, its class
         and its rank among callbacks of that class, so a resumed run whose list of callbacks
-        gained or lost one (a logger, say) still gives each its own state."""
+        gained or lost one (a logger, say) still gives each its own state. Given a
+        checkpoint's ``saved`` callback states with numeric keys (earlier versions keyed them
+        by position), the keys are positions."""
+        by_position = saved is not None and all(k.isdigit() for k in saved)
         seen: dict[str, int] = {}
         keys = []
-        for cb in self.callbacks:
+        for i, cb in enumerate(self.callbacks):
             name = type(cb).__name__
-            keys.append((f"{name}#{seen.get(name, 0)}", cb))
+            keys.append((str(i) if by_position else f"{name}#{seen.get(name, 0)}", cb))
             seen[name] = seen.get(name, 0) + 1
         return keys
 
@@ -597,9 +600,7 @@ class Trainer:
             if self.scaler is not None and "scaler" in state:
                 self.scaler.load_state_dict(state["scaler"])
             saved = state["callbacks"]
-            by_position = all(k.isdigit() for k in saved)  # checkpoints of earlier versions
-            for i, (key, cb) in enumerate(self._callback_keys()):
-                key = str(i) if by_position else key
+            for key, cb in self._callback_keys(saved):
                 if hasattr(cb, "load_state_dict") and key in saved:
                     cb.load_state_dict(saved[key])
         except (KeyError, RuntimeError, ValueError) as exc:
@@ -645,9 +646,10 @@ class Trainer:
         # must have the same structure.
         callbacks, template["callbacks"] = template["callbacks"], None
         state = load_state(path, schema=checkpoint.TRAINING_STATE, template=template)
-        for key, value in callbacks.items():
-            if key in state["callbacks"]:
-                checkpoint.check_template(state["callbacks"][key], value, path, f"callbacks.{key}")
+        saved = state["callbacks"]
+        for (key, _), (own_key, _) in zip(self._callback_keys(saved), self._callback_keys()):
+            if key in saved and own_key in callbacks:
+                checkpoint.check_template(saved[key], callbacks[own_key], path, f"callbacks.{key}")
         self.load_state_dict(state)
         if self.run_dir is not None and self.rank == 0:
             remove_temp_files(self.run_dir, recursive=False)
