@@ -136,10 +136,14 @@ def _train_members(stage: str, name: str, overrides, budget_s: float, count: int
             "wall": max(m["ended"] for m in members)}
 
 
-def _ensemble_accuracy(members: list[dict[str, Any]], part: str, labels: torch.Tensor, method: str) -> float:
-    stacked = torch.stack([torch.from_numpy(np.load(f"{m['logits']}-{part}.npy", allow_pickle=False))
-                           for m in members])
-    return float((combine(stacked, method) == labels).double().mean())
+def _outputs(members: list[dict[str, Any]], part: str) -> torch.Tensor:
+    """The members' saved outputs on ``part``, stacked: (members, images, classes)."""
+    return torch.stack([torch.from_numpy(np.load(f"{m['logits']}-{part}.npy", allow_pickle=False))
+                        for m in members])
+
+
+def _ensemble_accuracy(outputs: torch.Tensor, labels: torch.Tensor, method: str) -> float:
+    return float((combine(outputs, method) == labels).double().mean())
 
 
 def _ensemble_key(minutes: int) -> str:
@@ -167,18 +171,21 @@ def ensemble(minutes: int, done: dict[str, Any], out: Path) -> dict[str, Any]:
         atomic_write_json(out, done)
     sel = runs[f"{key} | selection"]
     within = [m for m in sel["members"] if m["ended"] <= 60 * minutes]
-    scores = {(k, method): _ensemble_accuracy(within[:k], "val", labels.val.y, method)
+    val_outputs = _outputs(within, "val")  # every member's validation outputs, read once
+    scores = {(k, method): _ensemble_accuracy(val_outputs[:k], labels.val.y, method)
               for k in range(1, len(within) + 1) for method in ("average", "vote")}
     (k, method), val = max(scores.items(), key=lambda kv: (kv[1], -kv[0][0]))  # ties: fewer members
     sel.update(k=k, combine=method, val_accuracy=val, val_by_members=[scores[(i, method)] for i in range(1, len(within) + 1)],
-               test_accuracy=_ensemble_accuracy(within[:k], "test", labels.test.y, method),
+               test_accuracy=_ensemble_accuracy(_outputs(within[:k], "test"), labels.test.y, method),
                wall_k=max(m["ended"] for m in within[:k]))
     if f"{key} | final" not in runs:
         runs[f"{key} | final"] = _train_members("final", name, overrides, 60 * minutes, k, logits_dir)
         atomic_write_json(out, done)
     fin = runs[f"{key} | final"]
-    fin.update(k=k, combine=method, val_accuracy=_ensemble_accuracy(fin["members"], "val", labels.val.y, method),
-               test_accuracy=_ensemble_accuracy(fin["members"], "test", labels.test.y, method), wall_k=fin["wall"])
+    fin.update(k=k, combine=method,
+               val_accuracy=_ensemble_accuracy(_outputs(fin["members"], "val"), labels.val.y, method),
+               test_accuracy=_ensemble_accuracy(_outputs(fin["members"], "test"), labels.test.y, method),
+               wall_k=fin["wall"])
     tests = [sel["test_accuracy"], fin["test_accuracy"]]
     return {"budget_min": minutes, "ensemble": True, "chosen": {"config": name, "overrides": list(overrides)},
             "k": k, "combine": method, "val_accuracy": val, "runs": [sel, fin],
