@@ -7,8 +7,11 @@ conv networks (steps 2, 4 and 7 of ``descend.experiments.nielsen_ch6``) and for
 Nielsen's final network with batch normalization (``descend train --config nielsen``'s
 network, Nesterov momentum):
 
-  before       network3's ConvPoolLayer as it was (contiguous NCHW layout), 2 threads
-  now          channels-last ConvPoolLayer (vectorized pooling), 2 threads
+  before       network3's ConvPoolLayer as it was (contiguous NCHW layout) and SGD stepping
+               stored gradients, 2 threads
+  now          channels-last ConvPoolLayer (vectorized pooling) and, for the ladder, the fully
+               connected weights' SGD steps taken in back-propagation (one addmm each,
+               descend.optim.in_backward, as Network.SGD trains), 2 threads
   now, 1 thr.  the same at 1 thread: what the second thread buys at mini-batch 10
   2 at once    two networks trained at the same time, one process and one thread each
                (the ladder's steps and ensemble members are independent): images/s summed
@@ -47,6 +50,7 @@ from descend.io import atomic_write_json
 from descend.models import NielsenNet
 from descend.models import network3 as n3
 from descend.models.lockstep import Lockstep, lockstep_cross_entropy
+from descend.optim import in_backward
 from descend.train.trainer import Trainer
 
 MBS = 10
@@ -95,7 +99,9 @@ def _data(images: int, flat: bool, seed: int = 0) -> Splits:
     return Splits(TensorPair(x, torch.randint(0, 10, (images,), generator=g)))
 
 
-def make_trainer(name: str, images: int, members: int = 0, seed: int = 0) -> Trainer:
+def make_trainer(name: str, images: int, members: int = 0, seed: int = 0, fused: bool = True) -> Trainer:
+    """A Trainer of ``name`` at mini-batch 10; ``fused``: as Network.SGD trains the ladder (its
+    fully connected weights' steps in back-propagation), for a ladder network trained alone."""
     torch.manual_seed(seed)
     net, optimizer, flat = network(name)
     loss = F.cross_entropy
@@ -105,7 +111,8 @@ def make_trainer(name: str, images: int, members: int = 0, seed: int = 0) -> Tra
     channels_last = name == "nielsen-bn" and not members  # as descend train does (channels_last = "auto")
     return Trainer(net, optimizer(net.parameters()), _data(images, flat, seed), loss=loss, epochs=0,
                    batch_size=MBS, quiet=True, checkpoint=False, evaluate_test=False, shuffle=False,
-                   drop_last=True, seed=seed, channels_last=channels_last)
+                   drop_last=True, seed=seed, channels_last=channels_last,
+                   sgd_in_backward=fused and not members and name != "nielsen-bn")
 
 
 def epoch_seconds(trainer: Trainer) -> float:
@@ -133,7 +140,7 @@ def two_at_once(name: str, images: int, rounds: int) -> float:
 def measure(name: str, images: int, rounds: int, threads: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     with before():
-        old = make_trainer(name, images)
+        old = make_trainer(name, images, fused=False)
     new, new1 = make_trainer(name, images), make_trainer(name, images)
     lock = make_trainer(name, images // MEMBERS, members=MEMBERS)
     contenders = {"before": (old, images, True), "now": (new, images, False), "now_1_thread": (new1, images, False),
@@ -160,7 +167,7 @@ def measure(name: str, images: int, rounds: int, threads: int) -> dict[str, Any]
 def same_updates(name: str, steps: int = 20) -> dict[str, float]:
     """Largest parameter difference after ``steps`` steps: now vs before, lockstep member vs alone."""
     with before():
-        old = make_trainer(name, steps * MBS)
+        old = make_trainer(name, steps * MBS, fused=False)
         old.epochs = 1
         old.fit()
     new = make_trainer(name, steps * MBS)
@@ -192,8 +199,8 @@ def lockstep_vs_alone(steps: int = 20) -> float:
 
 
 def step_breakdown(name: str, steps: int = 200) -> dict[str, float]:
-    """Milliseconds per mini-batch-10 step in forward (with the loss), backward and the optimizer
-    step, timed apart over ``steps`` steps of a hand-written loop (after 20 warm-up steps), and
+    """Milliseconds per mini-batch-10 step (as "now" takes it) in forward (with the loss), backward
+    (for the ladder: with the fully connected weights' steps) and the optimizer step, timed apart over ``steps`` steps of a hand-written loop (after 20 warm-up steps), and
     the step's arithmetic (the FLOPs torch counts in its forward and backward) at the
     measured sgemm rate."""
     from descend import bench
@@ -203,9 +210,11 @@ def step_breakdown(name: str, steps: int = 200) -> dict[str, float]:
     opt = optimizer(net.parameters())
     data = _data((steps + 20) * MBS, flat).train
     clocks = {"forward": 0.0, "backward": 0.0, "step": 0.0}
+    fused = in_backward.steps if name != "nielsen-bn" else lambda _: contextlib.nullcontext()
     for i, (x, y) in enumerate(zip(data.x.split(MBS), data.y.split(MBS))):
         t0 = time.perf_counter()
-        loss = F.cross_entropy(net(x), y)
+        with fused(opt):
+            loss = F.cross_entropy(net(x), y)
         t1 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss.backward()

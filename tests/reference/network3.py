@@ -56,3 +56,17 @@ def softmax_layer_sgd_step(x, y, w, b, eta, lmbda, num_training_batches):
     grad_w = x.T @ grad_z + lmbda * w / num_training_batches
     grad_b = grad_z.sum(axis=0)
     return w - eta * grad_w, b - eta * grad_b
+
+
+def two_layer_sgd_step(x, y, w1, b1, w2, b2, eta, lmbda, num_training_batches):
+    """One network3 SGD step of FullyConnectedLayer(ReLU) -> SoftmaxLayer (no dropout):
+    back-propagation (NNDL eqs. BP1-BP4) with every gradient taken at the old weights."""
+    n = len(x)
+    z1 = x @ w1 + b1
+    a1 = relu(z1)
+    p = softmax(a1 @ w2 + b2)
+    delta2 = (p - np.eye(w2.shape[1])[y]) / n
+    delta1 = (delta2 @ w2.T) * (z1 > 0)
+    decay = lmbda / num_training_batches
+    return (w1 - eta * (x.T @ delta1 + decay * w1), b1 - eta * delta1.sum(axis=0),
+            w2 - eta * (a1.T @ delta2 + decay * w2), b2 - eta * delta2.sum(axis=0))

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from descend.data.tensors import Splits, TensorPair
 from descend.errors import CheckpointError, ConfigError, DescendError, Diverged, ShapeError
 from descend.io import append_line, atomic_write_text, remove_temp_files
+from descend.optim import in_backward
 from descend.train import distributed
 from descend.train import checkpoint
 from descend.train.checkpoint import load_state, save_state, save_weights
@@ -119,6 +120,12 @@ class Trainer:
             batch instead of each rank's (see :mod:`descend.train.distributed`).
         data_parallel: ``None`` trains data-parallel when a process group is initialized;
             ``False`` trains this process alone (e.g. one ensemble member per process).
+        sgd_in_backward: take the plain-SGD steps of the weights that layers multiply through
+            :func:`descend.optim.in_backward.matmul` (network3's fully connected layers) inside
+            back-propagation, one BLAS call each, without storing their gradients: the same
+            updates to rounding, faster at small minibatches. Needs plain SGD (no momentum), and
+            no clipping, non-finite guard, fp16 scaler or data parallelism, which would need those
+            gradients.
 
     Data parallelism: ``batch_size`` is the global batch; each rank computes on its
     piece and DDP averages the gradients, so N processes train the model one process
@@ -159,6 +166,7 @@ class Trainer:
         nonfinite: str = "off",
         sync_batchnorm: bool = False,
         data_parallel: bool | None = None,
+        sgd_in_backward: bool = False,
     ) -> None:
         if not isinstance(data, Splits):
             if not (isinstance(data, tuple) and 1 <= len(data) <= 3):
@@ -230,6 +238,16 @@ class Trainer:
             from descend.optim.clipping import register_nonfinite_guard
 
             register_nonfinite_guard(optimizer, nonfinite, names=self.model, on_skip=self._skipped)
+
+        self.sgd_in_backward = sgd_in_backward
+        if sgd_in_backward:  # the steps taken in back-propagation leave no gradient for these to see
+            blockers = [name for name, on in (("clip_norm", clip_norm > 0), ("nonfinite", nonfinite != "off"),
+                                              ("amp = 'fp16'", amp == "fp16"), ("data parallelism", self.world_size > 1))
+                        if on]
+            if blockers:
+                raise ConfigError(f"sgd_in_backward cannot be combined with {', '.join(blockers)}, which need every "
+                                  "gradient before the step; turn those off or train without sgd_in_backward")
+            in_backward.check_plain_sgd(optimizer)
 
         self.epoch = 0  # epochs completed
         self.global_step = 0  # optimizer steps taken
@@ -423,7 +441,8 @@ class Trainer:
                 raise ConfigError(f"{type(self.optimizer).__name__}.step(closure) never called the closure")
             return evaluated[0]
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self._forward(loss_fn)
+        with in_backward.steps(self.optimizer) if self.sgd_in_backward else contextlib.nullcontext():
+            loss = self._forward(loss_fn)
         self._backward(loss)
         if self.scaler is not None:  # unscales (so the hooks see true gradients), skips inf/NaN steps
             self.scaler.step(self.optimizer)
