@@ -1,7 +1,7 @@
-"""Plain SGD steps taken inside back-propagation, for the weight matrices of ``x @ W``.
+r"""Plain SGD steps taken inside back-propagation, for the weight matrices of ``x @ W``.
 
 At the small minibatches of NNDL chapter 6 (m = 10) a step of SGD (Deep Learning
-Algorithm 8.1) with L2 weight decay (sec. 7.1.1, eq. 7.5) on a 1000 x 1000 weight
+Algorithm 8.1) with L2 weight decay (sec. 7.1.1) on a 1000 x 1000 weight
 matrix is mostly memory traffic: back-propagation writes the gradient, weight decay
 reads it and the weights and writes their sum, the step reads that and the weights and
 writes the weights. But the gradient of a product ``z = x W`` with respect to ``W`` is the
@@ -10,10 +10,10 @@ eq. BP4, ``dC/dw_jk = a_k delta_j``): ``dC/dW = x^T delta``. So the whole update
 
 .. math::
 
-    W \\leftarrow W - \\epsilon (x^\\top \\delta + \\lambda W)
-      = (1 - \\epsilon \\lambda) W - \\epsilon\\, x^\\top \\delta
+    W \leftarrow W - \epsilon (x^\top \delta + \lambda W)
+      = (1 - \epsilon \lambda) W - \epsilon\, x^\top \delta
 
-(NNDL's ``w -> (1 - eta lambda / n) w - (eta / m) sum_x dC_x/dw`` with the factors
+(NNDL ch. 3's regularized rule ``w -> (1 - eta lambda / n) w - (eta / m) sum_x dC_x/dw``, the factors
 absorbed in ``lambda`` and ``delta``) is one BLAS call, ``W.addmm_(x^T, delta, beta=1 -
 eps lambda, alpha=-eps)``, taken in the backward pass right after ``W`` has carried
 ``delta`` to the layer below (``delta W^T``). The gradient is never stored, and the
