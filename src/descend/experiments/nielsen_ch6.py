@@ -12,8 +12,8 @@ the majority vote of the five final networks).
 
 ``--budget full`` runs the book's epochs (days on a CPU; the book used a GPU).
 ``--budget cpu`` (default) keeps every hyperparameter but cuts the epochs so the whole
-ladder fits a CPU budget of about 40 minutes on 2 cores with ``--jobs 2`` (the README gives
-the measured time); the table says which budget it is, and
+ladder fits a CPU budget on 2 cores with ``--jobs 2`` (the README gives the measured time);
+the table says which budget it is, and
 its accuracies are then lower than the book's because the networks are undertrained.
 
 The networks of the ladder (and the ensemble's members) are independent of each other:
