@@ -199,8 +199,9 @@ def lockstep_vs_alone(steps: int = 20) -> float:
 
 
 def step_breakdown(name: str, steps: int = 200) -> dict[str, float]:
-    """Milliseconds per mini-batch-10 step (as "now" takes it) in forward (with the loss), backward
-    (for the ladder: with the fully connected weights' steps) and the optimizer step, timed apart over ``steps`` steps of a hand-written loop (after 20 warm-up steps), and
+    """Milliseconds per mini-batch-10 step (as "now" takes it) in forward (with the loss),
+    backward (for the ladder: with the fully connected weights' steps) and the optimizer step,
+    timed apart over ``steps`` steps of a hand-written loop (after 20 warm-up steps), and
     the step's arithmetic (the FLOPs torch counts in its forward and backward) at the
     measured sgemm rate."""
     from descend import bench

@@ -209,6 +209,15 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         # Data parallelism: one process of a torch.distributed group, if there is one.
         self.rank, self.world_size = distributed.world() if data_parallel is not False else (0, 1)
+        self.sgd_in_backward = sgd_in_backward
+        if sgd_in_backward:  # the steps taken in back-propagation leave no gradient for these to see
+            blockers = [name for name, on in (("clip_norm", clip_norm > 0), ("nonfinite", nonfinite != "off"),
+                                              ("amp = 'fp16'", amp == "fp16"), ("data parallelism", self.world_size > 1))
+                        if on]
+            if blockers:
+                raise ConfigError(f"sgd_in_backward cannot be combined with {', '.join(blockers)}, which need every "
+                                  "gradient before the step; turn those off or train without sgd_in_backward")
+            in_backward.check_plain_sgd(optimizer)
         # Exact-curvature optimizers (Newton, saddle-free Newton) differentiate the gradient
         # again: keep its graph. Not under DDP, which averages only the first backward pass.
         self._create_graph = bool(getattr(optimizer, "needs_create_graph", False)) and self.world_size == 1
@@ -238,16 +247,6 @@ class Trainer:
             from descend.optim.clipping import register_nonfinite_guard
 
             register_nonfinite_guard(optimizer, nonfinite, names=self.model, on_skip=self._skipped)
-
-        self.sgd_in_backward = sgd_in_backward
-        if sgd_in_backward:  # the steps taken in back-propagation leave no gradient for these to see
-            blockers = [name for name, on in (("clip_norm", clip_norm > 0), ("nonfinite", nonfinite != "off"),
-                                              ("amp = 'fp16'", amp == "fp16"), ("data parallelism", self.world_size > 1))
-                        if on]
-            if blockers:
-                raise ConfigError(f"sgd_in_backward cannot be combined with {', '.join(blockers)}, which need every "
-                                  "gradient before the step; turn those off or train without sgd_in_backward")
-            in_backward.check_plain_sgd(optimizer)
 
         self.epoch = 0  # epochs completed
         self.global_step = 0  # optimizer steps taken
