@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from descend.data.tensors import Splits, TensorPair
 from descend.errors import ConfigError
