@@ -114,7 +114,9 @@ class ConvPoolLayer(nn.Module):
             # and oneDNN's convolutions are vectorized over the maps; the values are the same.
             x = x.contiguous(memory_format=torch.channels_last)
         z = F.conv2d(x, self.w)
-        if not _is_vmapped(z):  # from one input map the convolution's output comes back NCHW
+        # From one input map the convolution's output comes back NCHW. z is checked on its own:
+        # lockstep members share their inputs, so z can be a vmap batch when x is not.
+        if not _is_vmapped(z):
             z = z.contiguous(memory_format=torch.channels_last)
         pooled = F.max_pool2d(z, self.poolsize)  # floor: border ignored
         return self.activation_fn(pooled + self.b.view(1, -1, 1, 1))
