@@ -9,9 +9,10 @@ network, Nesterov momentum):
 
   before       network3's ConvPoolLayer as it was (contiguous NCHW layout) and SGD stepping
                stored gradients, 2 threads
-  now          channels-last ConvPoolLayer (vectorized pooling) and, for the ladder, the fully
-               connected weights' SGD steps taken in back-propagation (one addmm each,
-               descend.optim.in_backward, as Network.SGD trains), 2 threads
+  now          channels-last ConvPoolLayer (vectorized pooling) and, for the ladder, network3's
+               back-propagation written out by hand with every parameter's SGD step taken in
+               it (a fully connected layer's weights in one addmm; descend.optim.in_backward),
+               as Network.SGD trains, 2 threads
   now, 1 thr.  the same at 1 thread: what the second thread buys at mini-batch 10
   2 at once    two networks trained at the same time, one process and one thread each
                (the ladder's steps and ensemble members are independent): images/s summed
@@ -100,8 +101,8 @@ def _data(images: int, flat: bool, seed: int = 0) -> Splits:
 
 
 def make_trainer(name: str, images: int, members: int = 0, seed: int = 0, fused: bool = True) -> Trainer:
-    """A Trainer of ``name`` at mini-batch 10; ``fused``: as Network.SGD trains the ladder (its
-    fully connected weights' steps in back-propagation), for a ladder network trained alone."""
+    """A Trainer of ``name`` at mini-batch 10; ``fused``: as Network.SGD trains the ladder (the
+    steps taken in back-propagation), for a ladder network trained alone."""
     torch.manual_seed(seed)
     net, optimizer, flat = network(name)
     loss = F.cross_entropy
@@ -200,7 +201,7 @@ def lockstep_vs_alone(steps: int = 20) -> float:
 
 def step_breakdown(name: str, steps: int = 200) -> dict[str, float]:
     """Milliseconds per mini-batch-10 step (as "now" takes it) in forward (with the loss),
-    backward (for the ladder: with the fully connected weights' steps) and the optimizer step,
+    backward (for the ladder: with every parameter's step) and the optimizer step,
     timed apart over ``steps`` steps of a hand-written loop (after 20 warm-up steps), and
     the step's arithmetic (the FLOPs torch counts in its forward and backward) at the
     measured sgemm rate."""

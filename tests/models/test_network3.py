@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from descend.data.tensors import Splits, TensorPair
 from descend.errors import ConfigError
-from descend.network3 import (ConvPoolLayer, FullyConnectedLayer, Network, ReLU, SoftmaxLayer, expand_mnist,
-                              load_data_shared)
+from descend.network3 import (ConvPoolLayer, FullyConnectedLayer, Network, ReLU, SoftmaxLayer, expand_mnist, linear,
+                              load_data_shared, sigmoid, tanh)
+from descend.train.trainer import Trainer
 from reference import network3 as ref
 
 
@@ -96,3 +98,84 @@ def test_mismatched_layers_are_reported():
     net = Network([SoftmaxLayer(n_in=784, n_out=10)], 10)
     with pytest.raises(ConfigError, match="fewer than one mini-batch"):
         net.SGD(tiny_data(5), 1, 10, 0.1, tiny_data(5), quiet=True)
+
+
+# ---------------------------------------------------------------- back-propagation by hand
+def _trainer(net, x, y, fused, decay=0.0, lr=0.5, steps_per_epoch=None, dtype=torch.float32, scheduled=False):
+    weights = [p for name, p in net.named_parameters() if name.endswith(".w")]
+    biases = [p for name, p in net.named_parameters() if not name.endswith(".w")]
+    opt = torch.optim.SGD([{"params": weights, "weight_decay": decay}, {"params": biases, "weight_decay": 0.0}], lr=lr)
+    schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=5, gamma=0.5) if scheduled else None
+    return Trainer(net, opt, Splits(TensorPair(x.to(dtype), y)), epochs=1, batch_size=10, scheduler=schedule,
+                   shuffle=False, quiet=True, checkpoint=False, seed=3, sgd_in_backward=fused)
+
+
+def test_a_conv_pool_step_by_hand_equals_the_numpy_transcription():
+    torch.manual_seed(0)
+    conv = ConvPoolLayer(image_shape=(10, 1, 28, 28), filter_shape=(3, 1, 5, 5), activation_fn=sigmoid)
+    sm = SoftmaxLayer(n_in=3 * 12 * 12, n_out=10)
+    net = Network([conv, sm], 10).double()
+    with torch.no_grad():
+        sm.w.normal_(0, 0.3)  # network3 starts it at zero, which would hide the conv layer's error
+    old = [t.detach().numpy().copy() for t in (conv.w, conv.b, sm.w, sm.b)]
+    x, y = tiny_data(10)
+    _trainer(net, x, y, fused=True, decay=0.25, dtype=torch.float64).fit()
+    expected = ref.conv_pool_sgd_step(x.double().numpy().reshape(10, 1, 28, 28), y.numpy(), *old, eta=0.5,
+                                      lmbda=0.25, num_training_batches=1)
+    for got, want in zip((conv.w, conv.b, sm.w, sm.b), expected):
+        np.testing.assert_allclose(got.detach().numpy(), want, rtol=1e-9, atol=1e-12)
+    assert all(p.grad is None for p in net.parameters())  # taken by hand: no gradient stored
+
+
+@pytest.mark.parametrize("activation", [sigmoid, tanh, ReLU, linear])
+def test_steps_by_hand_equal_autograd_and_sgd(activation):
+    """Two conv-pool layers, dropout, L2 on the weights and a schedule: 20 steps with
+    back-propagation by hand against autograd and torch.optim.SGD (the same dropout draws)."""
+    def make():
+        torch.manual_seed(0)
+        return Network([
+            ConvPoolLayer(image_shape=(10, 1, 28, 28), filter_shape=(4, 1, 5, 5), activation_fn=activation),
+            ConvPoolLayer(image_shape=(10, 4, 12, 12), filter_shape=(6, 4, 5, 5), activation_fn=activation),
+            FullyConnectedLayer(n_in=6 * 4 * 4, n_out=30, activation_fn=activation, p_dropout=0.5),
+            SoftmaxLayer(n_in=30, n_out=10, p_dropout=0.5)], 10)
+    x, y = tiny_data(200)
+    nets = []
+    for fused in (False, True):
+        net = make()
+        _trainer(net, x, y, fused, decay=1e-3, lr=0.05, scheduled=True).fit()
+        nets.append(net)
+    assert all(p.grad is not None for p in nets[0].parameters())
+    assert all(p.grad is None for p in nets[1].parameters())
+    start = make().state_dict()
+    for (name, a), b in zip(nets[0].state_dict().items(), nets[1].state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+        assert not torch.equal(b, start[name])
+
+
+def test_an_activation_of_the_users_own_is_back_propagated_by_autograd():
+    torch.manual_seed(0)
+    net = Network([ConvPoolLayer(image_shape=(10, 1, 28, 28), filter_shape=(4, 1, 5, 5),
+                                 activation_fn=torch.nn.functional.softplus),
+                   SoftmaxLayer(n_in=4 * 12 * 12, n_out=10)], 10)
+    x, y = tiny_data(20)
+    _trainer(net, x, y, fused=True).fit()
+    assert net.layers[0].w.grad is not None  # autograd, layer by layer; the step then taken by SGD
+
+
+def test_a_layer_used_twice_cannot_take_its_steps_in_backpropagation():
+    fc = FullyConnectedLayer(n_in=784, n_out=784, activation_fn=ReLU)
+    net = Network([fc, fc, SoftmaxLayer(n_in=784, n_out=10)], 10)
+    x, y = tiny_data(20)
+    with pytest.raises(ConfigError, match="enters the loss twice"):
+        _trainer(net, x, y, fused=True).fit()
+
+
+def test_dropout_draws_are_torchs_bernoulli_draws():
+    layer = FullyConnectedLayer(n_in=50, n_out=50, activation_fn=linear, p_dropout=0.3)
+    with torch.no_grad():
+        layer.w.copy_(torch.eye(50))
+        layer.b.zero_()
+    torch.manual_seed(5)
+    kept = layer(torch.ones(40, 50)).detach()
+    torch.manual_seed(5)
+    torch.testing.assert_close(kept, torch.bernoulli(torch.full((40, 50), 0.7)))

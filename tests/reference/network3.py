@@ -70,3 +70,40 @@ def two_layer_sgd_step(x, y, w1, b1, w2, b2, eta, lmbda, num_training_batches):
     decay = lmbda / num_training_batches
     return (w1 - eta * (x.T @ delta1 + decay * w1), b1 - eta * delta1.sum(axis=0),
             w2 - eta * (a1.T @ delta2 + decay * w2), b2 - eta * delta2.sum(axis=0))
+
+
+def sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def conv_pool_sgd_step(x, y, cw, cb, sw, sb, eta, lmbda, num_training_batches):
+    """One network3 SGD step of ConvPoolLayer(sigmoid, 2x2 pooling) -> SoftmaxLayer (no dropout).
+
+    Back-propagation through max-pooling sends each pooled unit's error to the position of
+    its maximum (NNDL ch. 6); through the 'valid' cross-correlation z = conv_valid(x, w) the
+    kernel's gradient is dC/dw[m, c, i, j] = sum_{n, r, s} delta[n, m, r, s] x[n, c, r + i, s + j]
+    (Goodfellow et al. eq. 9.11)."""
+    n = len(x)
+    conv = conv_valid(x, cw)
+    pooled = max_pool(conv, 2)
+    a = sigmoid(pooled + cb[None, :, None, None])
+    flat = a.reshape(n, -1)
+    p = softmax(flat @ sw + sb)
+    delta_sm = (p - np.eye(sw.shape[1])[y]) / n
+    delta_pool = (delta_sm @ sw.T).reshape(a.shape) * a * (1.0 - a)
+    # the error of each conv output: its pooled unit's error where it is that window's maximum
+    maps, rows, cols = pooled.shape[1:]
+    windows = conv[:, :, : 2 * rows, : 2 * cols].reshape(n, maps, rows, 2, cols, 2)
+    is_max = windows == pooled[:, :, :, None, :, None]
+    delta_conv = np.zeros_like(conv)
+    delta_conv[:, :, : 2 * rows, : 2 * cols] = (is_max * delta_pool[:, :, :, None, :, None]).reshape(
+        n, maps, 2 * rows, 2 * cols)
+    k = cw.shape[2]
+    grad_cw = np.zeros_like(cw)
+    for i in range(k):
+        for j in range(k):
+            patch = x[:, :, i:i + conv.shape[2], j:j + conv.shape[3]]
+            grad_cw[:, :, i, j] = np.einsum("nmrs,ncrs->mc", delta_conv, patch)
+    decay = lmbda / num_training_batches
+    return (cw - eta * (grad_cw + decay * cw), cb - eta * delta_pool.sum(axis=(0, 2, 3)),
+            sw - eta * (flat.T @ delta_sm + decay * sw), sb - eta * delta_sm.sum(axis=0))

@@ -31,9 +31,10 @@ with network3's semantics, not PyTorch's defaults:
   only, not biases); after each epoch the validation accuracy is printed, and the
   test accuracy each time the validation accuracy reaches a new best; at the end the
   best validation accuracy, its iteration and the corresponding test accuracy.
-  The fully connected layers' weights take their step inside back-propagation, one
-  BLAS call each (``descend.optim.in_backward``): the same updates to float rounding,
-  with one pass over the weights instead of six (gradient, decay, step).
+  Every parameter takes its step inside back-propagation, right after its gradient is
+  computed (``descend.optim.in_backward``; a fully connected layer's weights in one BLAS
+  call): the same updates to float rounding, with no gradient stored and one pass over
+  the weights instead of six (gradient, decay, step).
 
 Data: ``load_data_shared`` returns ``[(x, y), (x, y), (x, y)]`` of torch tensors
 (x: float (n, 784), y: int64 (n,)) read from ``mnist.pkl.gz`` by the NumPy-only
@@ -77,7 +78,9 @@ def _keep_inputs(x: torch.Tensor, p_dropout: float, training: bool) -> torch.Ten
     if p_dropout == 0.0:
         return x
     if training:
-        return x * torch.bernoulli(torch.full_like(x, 1.0 - p_dropout))
+        # A uniform draw below 1 - p: the very draws of torch.bernoulli(full_like(x, 1 - p)), one
+        # uniform per element from the same generator, in a third of its time.
+        return x * torch.rand_like(x).lt_(1.0 - p_dropout)
     return x * (1.0 - p_dropout)
 
 
@@ -107,7 +110,8 @@ class ConvPoolLayer(nn.Module):
         self.w = nn.Parameter(torch.randn(*filter_shape) * math.sqrt(1.0 / n_out))
         self.b = nn.Parameter(torch.randn(filter_shape[0]))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def convolve(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the input as maps, the convolution's output): the layer before its pooling."""
         x = x.reshape(-1, *self.image_shape[1:])
         if not _is_vmapped(x):
             # Channels-last (each pixel's maps adjacent): the layout in which the CPU's max-pooling
@@ -118,7 +122,10 @@ class ConvPoolLayer(nn.Module):
         # lockstep members share their inputs, so z can be a vmap batch when x is not.
         if not _is_vmapped(z):
             z = z.contiguous(memory_format=torch.channels_last)
-        pooled = F.max_pool2d(z, self.poolsize)  # floor: border ignored
+        return x, z
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = F.max_pool2d(self.convolve(x)[1], self.poolsize)  # floor: border ignored
         return self.activation_fn(pooled + self.b.view(1, -1, 1, 1))
 
     def extra_repr(self) -> str:
@@ -160,6 +167,85 @@ class SoftmaxLayer(FullyConnectedLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pre_activation(x)
+
+
+# The derivative of each of network3's activation functions, from its input z and output a
+# (the sigma'(z) of NNDL eqs. BP1 and BP2), as torch's autograd takes it; None: the identity.
+_DERIVATIVES: dict[Callable, Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None] = {
+    ReLU: lambda z, a: z >= 0,  # torch.clamp_min's subgradient at 0
+    sigmoid: lambda z, a: a * (1.0 - a),
+    tanh: lambda z, a: 1.0 - a * a,
+    linear: None,
+}
+
+
+def _back_through(activation_fn: Callable, delta: torch.Tensor, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    derivative = _DERIVATIVES[activation_fn]
+    return delta.reshape(a.shape) if derivative is None else delta.reshape(a.shape) * derivative(z, a)
+
+
+class _BackpropSGDStep(torch.autograd.Function):
+    """A network3 Network's training step written out by hand, as Nielsen's ``network.py``
+    writes back-propagation (NNDL ch. 2): the forward pass keeps what back-propagation needs,
+    and the backward pass runs eqs. BP1-BP4 from the last layer to the first (max-pooling
+    and the convolution through their ATen backward kernels, Goodfellow et al. eq. 9.11),
+    taking each parameter's SGD step (``descend.optim.in_backward``) as soon as its gradient
+    is known and, for a weight, after it has carried the error to the layer below.
+
+    The same updates as autograd followed by ``torch.optim.SGD``, to float rounding; at a
+    minibatch of 10, autograd's bookkeeping and the optimizer's pass over stored gradients
+    cost a good share of a step, and here there are none."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, net: "Network", groups: list[dict], *params: torch.Tensor) -> torch.Tensor:
+        # params (every layer's w and b) are inputs only so that autograd calls backward.
+        ctx.net, ctx.groups = net, groups
+        kept: list[torch.Tensor | None] = []
+        a = x
+        for layer in net.layers:
+            if isinstance(layer, ConvPoolLayer):
+                x_in, conv = layer.convolve(a)
+                pooled, where = F.max_pool2d(conv, layer.poolsize, return_indices=True)
+                z = pooled + layer.b.view(1, -1, 1, 1)
+                a = layer.activation_fn(z)
+                kept += [x_in, conv, where, z, a]
+            else:
+                x_in = a.reshape(-1, layer.n_in)
+                mask = None
+                if layer.p_dropout:  # network3's dropout: the same draws as _keep_inputs
+                    mask = torch.rand_like(x_in).lt_(1.0 - layer.p_dropout)
+                    x_in = x_in * mask
+                z = torch.addmm(layer.b, x_in, layer.w)
+                a = layer.activation_fn(z)
+                kept += [x_in, mask, z, a]
+        ctx.save_for_backward(*kept)
+        return a
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, delta: torch.Tensor) -> tuple[None, ...]:
+        kept, groups, layers = list(ctx.saved_tensors), ctx.groups, ctx.net.layers
+        for i in reversed(range(len(layers))):
+            layer, (w_group, b_group) = layers[i], groups[2 * i:2 * i + 2]
+            if isinstance(layer, ConvPoolLayer):
+                x_in, conv, where, z, a = kept[-5:]
+                del kept[-5:]
+                delta = _back_through(layer.activation_fn, delta, z, a)
+                in_backward.sgd_step(layer.b, delta.sum((0, 2, 3)), b_group)
+                delta = torch.ops.aten.max_pool2d_with_indices_backward(
+                    delta, conv, layer.poolsize, layer.poolsize, [0, 0], [1, 1], False, where)
+                delta, grad_w, _ = torch.ops.aten.convolution_backward(
+                    delta, x_in, layer.w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [i > 0, True, False])
+                in_backward.sgd_step(layer.w, grad_w, w_group)
+            else:
+                x_in, mask, z, a = kept[-4:]
+                del kept[-4:]
+                delta = _back_through(layer.activation_fn, delta, z, a)
+                in_backward.sgd_step(layer.b, delta.sum(0), b_group)
+                below = delta @ layer.w.t() if i > 0 else None  # before w changes
+                in_backward.matmul_sgd_step(layer.w, x_in, delta, w_group)
+                delta = below if mask is None or below is None else below * mask
+        return (None,) * (3 + len(ctx.groups))
 
 
 class _Report(Callback):
@@ -214,9 +300,23 @@ class Network(nn.Module):
         self.history: list[dict[str, Any]] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        groups = self._steps_by_hand(x)
+        if groups is not None:
+            return _BackpropSGDStep.apply(x, self, groups, *self.parameters())
         for layer in self.layers:
             x = layer(x)
         return x
+
+    def _steps_by_hand(self, x: torch.Tensor) -> list[dict] | None:
+        """The param groups of (w, b) of every layer when this training step's back-propagation
+        is to be taken by hand with the SGD steps in it (Network.SGD, or a Trainer with
+        ``sgd_in_backward``): network3's own layers and activation functions, no gradient wanted
+        for the input; None otherwise (autograd then back-propagates, layer by layer)."""
+        if (not self.training or x.requires_grad or _is_vmapped(x)
+                or any(type(layer) not in (ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer)
+                       or layer.activation_fn not in _DERIVATIVES for layer in self.layers)):
+            return None
+        return in_backward.claim([p for layer in self.layers for p in (layer.w, layer.b)], x)
 
     def SGD(self, training_data, epochs: int, mini_batch_size: int, eta: float,  # noqa: N802 - network3's name
             validation_data, test_data=None, lmbda: float = 0.0, *, quiet: bool = False,

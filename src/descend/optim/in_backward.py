@@ -84,19 +84,54 @@ def steps(optimizer: torch.optim.Optimizer) -> Iterator[None]:
         _USED.clear()
 
 
-def matmul(x: Tensor, w: Tensor) -> Tensor:
-    """``x @ w``; inside a :func:`steps` scope, with ``w``'s SGD step taken in its backward pass."""
-    group = _ACTIVE.get(w)
-    if (group is None or not torch.is_grad_enabled() or not w.requires_grad or torch.is_autocast_enabled(x.device.type)
-            or x.dtype != w.dtype or w.ndim != 2):
-        return x @ w
-    if w in _USED:
+def _steppable(p: Tensor, x: Tensor) -> bool:
+    """Whether ``p``, used on the input ``x``, is to take its step in this backward pass."""
+    return (p in _ACTIVE and torch.is_grad_enabled() and p.requires_grad
+            and not torch.is_autocast_enabled(x.device.type) and x.dtype == p.dtype)
+
+
+def _claim(p: Tensor) -> dict:
+    if p in _USED:
         raise ConfigError(
-            f"a weight of shape {tuple(w.shape)} enters the loss twice in one step (shared weights); its update "
+            f"a parameter of shape {tuple(p.shape)} enters the loss twice in one step (shared weights); its update "
             "cannot be taken in back-propagation. Train without sgd_in_backward"
         )
-    _USED[w] = True
-    return _MatmulSGDStep.apply(x, w, group)
+    _USED[p] = True
+    return _ACTIVE[p]
+
+
+def matmul(x: Tensor, w: Tensor) -> Tensor:
+    """``x @ w``; inside a :func:`steps` scope, with ``w``'s SGD step taken in its backward pass."""
+    if w.ndim != 2 or not _steppable(w, x):
+        return x @ w
+    return _MatmulSGDStep.apply(x, w, _claim(w))
+
+
+def claim(params: list[Tensor], x: Tensor) -> list[dict] | None:
+    """For a backward pass written by hand that steps ``params`` itself: their param groups
+    (read ``lr`` and ``weight_decay`` from them at backward time), or None unless an open
+    :func:`steps` scope holds every one of them and their steps can be taken on the input ``x``
+    (gradients on, no autocast, the same dtype). Like :func:`matmul`, a parameter claimed
+    twice in one step is refused."""
+    if not all(_steppable(p, x) for p in params):
+        return None
+    return [_claim(p) for p in params]
+
+
+def sgd_step(p: Tensor, gradient: Tensor, group: dict) -> None:
+    """``p <- (1 - lr lambda) p - lr gradient`` in place: the step of Algorithm 8.1 with L2 decay
+    (sec. 7.1.1), from a gradient just computed in a backward pass written by hand."""
+    lr, decay = float(group["lr"]), float(group["weight_decay"])
+    if decay:
+        p.mul_(1.0 - lr * decay)
+    p.sub_(gradient, alpha=lr)
+
+
+def matmul_sgd_step(w: Tensor, x: Tensor, delta: Tensor, group: dict) -> None:
+    """``w <- (1 - lr lambda) w - lr x^T delta`` in place, one BLAS call: the step of ``w`` in
+    ``x @ w`` from its error ``delta`` (NNDL eq. BP4)."""
+    lr, decay = float(group["lr"]), float(group["weight_decay"])
+    w.addmm_(x.t(), delta.to(w.dtype), beta=1.0 - lr * decay, alpha=-lr)
 
 
 class _MatmulSGDStep(torch.autograd.Function):
@@ -113,7 +148,5 @@ class _MatmulSGDStep(torch.autograd.Function):
     def backward(ctx, delta: Tensor) -> tuple[Tensor | None, None, None]:
         x, w = ctx.saved_tensors
         grad_x = delta @ w.t() if ctx.needs_input_grad[0] else None  # before w changes
-        lr, decay = float(ctx.group["lr"]), float(ctx.group["weight_decay"])
-        x2, delta2 = x.reshape(-1, x.shape[-1]), delta.reshape(-1, delta.shape[-1])
-        w.addmm_(x2.t(), delta2.to(w.dtype), beta=1.0 - lr * decay, alpha=-lr)
+        matmul_sgd_step(w, x.reshape(-1, x.shape[-1]), delta.reshape(-1, delta.shape[-1]), ctx.group)
         return grad_x, None, None
