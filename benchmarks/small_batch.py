@@ -7,8 +7,8 @@ conv networks (steps 2, 4 and 7 of ``descend.experiments.nielsen_ch6``) and for
 Nielsen's final network with batch normalization (``descend train --config nielsen``'s
 network, Nesterov momentum):
 
-  before       network3's ConvPoolLayer as it was (contiguous NCHW layout) and SGD stepping
-               stored gradients, 2 threads
+  before       network3's ConvPoolLayer and dropout as they were (contiguous NCHW layout,
+               torch.bernoulli) and SGD stepping stored gradients, 2 threads
   now          channels-last ConvPoolLayer (vectorized pooling) and, for the ladder, network3's
                back-propagation written out by hand with every parameter's SGD step taken in
                it (a fully connected layer's weights in one addmm; descend.optim.in_backward),
@@ -65,14 +65,21 @@ def _contiguous_forward(self: n3.ConvPoolLayer, x: torch.Tensor) -> torch.Tensor
     return self.activation_fn(pooled + self.b.view(1, -1, 1, 1))
 
 
+def _bernoulli_keep_inputs(x: torch.Tensor, p_dropout: float, training: bool) -> torch.Tensor:
+    """network3's dropout as it was drawn before (torch.bernoulli: the same draws, slower)."""
+    if p_dropout == 0.0:
+        return x
+    return x * torch.bernoulli(torch.full_like(x, 1.0 - p_dropout)) if training else x * (1.0 - p_dropout)
+
+
 @contextlib.contextmanager
 def before() -> Any:
-    new = n3.ConvPoolLayer.forward
-    n3.ConvPoolLayer.forward = _contiguous_forward
+    new = n3.ConvPoolLayer.forward, n3._keep_inputs
+    n3.ConvPoolLayer.forward, n3._keep_inputs = _contiguous_forward, _bernoulli_keep_inputs
     try:
         yield
     finally:
-        n3.ConvPoolLayer.forward = new
+        n3.ConvPoolLayer.forward, n3._keep_inputs = new
 
 
 def network(name: str) -> tuple[nn.Module, Callable, bool]:
