@@ -80,7 +80,7 @@ def _keep_inputs(x: torch.Tensor, p_dropout: float, training: bool) -> torch.Ten
     if training:
         # A uniform draw below 1 - p: the very draws of torch.bernoulli(full_like(x, 1 - p)), one
         # uniform per element from the same generator, in a third of its time.
-        return x * torch.rand_like(x).lt_(1.0 - p_dropout)
+        return x * (torch.rand_like(x) < 1.0 - p_dropout)
     return x * (1.0 - p_dropout)
 
 
@@ -213,7 +213,7 @@ class _BackpropSGDStep(torch.autograd.Function):
                 x_in = a.reshape(-1, layer.n_in)
                 mask = None
                 if layer.p_dropout:  # network3's dropout: the same draws as _keep_inputs
-                    mask = torch.rand_like(x_in).lt_(1.0 - layer.p_dropout)
+                    mask = torch.rand_like(x_in) < 1.0 - layer.p_dropout
                     x_in = x_in * mask
                 z = torch.addmm(layer.b, x_in, layer.w)
                 a = layer.activation_fn(z)

@@ -28,6 +28,10 @@ SGD), to float rounding. Usage (the Trainer does this with ``sgd_in_backward=Tru
     loss.backward()                    # ... which updates those W here; they get no .grad
     optimizer.step()                   # the other parameters (biases, convolutions)
 
+A backward pass written by hand (network3's :class:`~descend.network3.Network` writes out
+its whole back-propagation) asks :func:`claim` for its parameters' groups and takes their
+steps with :func:`sgd_step` and :func:`matmul_sgd_step`.
+
 A weight taken through :func:`matmul` outside a :func:`steps` scope, without gradients,
 under autocast, or not in the optimizer, is an ordinary product: its gradient lands in
 ``.grad`` and ``optimizer.step`` updates it, so nothing is ever updated twice or missed.

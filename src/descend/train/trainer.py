@@ -120,9 +120,10 @@ class Trainer:
             batch instead of each rank's (see :mod:`descend.train.distributed`).
         data_parallel: ``None`` trains data-parallel when a process group is initialized;
             ``False`` trains this process alone (e.g. one ensemble member per process).
-        sgd_in_backward: take the plain-SGD steps of the weights that layers multiply through
-            :func:`descend.optim.in_backward.matmul` (network3's fully connected layers) inside
-            back-propagation, one BLAS call each, without storing their gradients: the same
+        sgd_in_backward: take plain-SGD steps inside back-propagation, without storing the
+            gradients (:mod:`descend.optim.in_backward`): of the weights that layers multiply
+            through :func:`~descend.optim.in_backward.matmul`, one BLAS call each, and of every
+            parameter of a network3 ``Network``, which back-propagates by hand. The same
             updates to rounding, faster at small minibatches. Needs plain SGD (no momentum), and
             no clipping, non-finite guard, fp16 scaler or data parallelism, which would need those
             gradients.
@@ -215,8 +216,9 @@ class Trainer:
                                               ("amp = 'fp16'", amp == "fp16"), ("data parallelism", self.world_size > 1))
                         if on]
             if blockers:
-                raise ConfigError(f"sgd_in_backward cannot be combined with {', '.join(blockers)}, which need every "
-                                  "gradient before the step; turn those off or train without sgd_in_backward")
+                raise ConfigError(f"sgd_in_backward cannot be combined with {', '.join(blockers)}: "
+                                  f"{'they need' if len(blockers) > 1 else 'it needs'} every gradient before the "
+                                  "step; turn them off or train without sgd_in_backward")
             in_backward.check_plain_sgd(optimizer)
         # Exact-curvature optimizers (Newton, saddle-free Newton) differentiate the gradient
         # again: keep its graph. Not under DDP, which averages only the first backward pass.
