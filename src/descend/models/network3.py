@@ -31,10 +31,12 @@ with network3's semantics, not PyTorch's defaults:
   only, not biases); after each epoch the validation accuracy is printed, and the
   test accuracy each time the validation accuracy reaches a new best; at the end the
   best validation accuracy, its iteration and the corresponding test accuracy.
-  Every parameter takes its step inside back-propagation, right after its gradient is
+  Back-propagation is written out by hand, as Nielsen's ``network.py`` writes it (eqs.
+  BP1-BP4), and every parameter takes its step inside it, right after its gradient is
   computed (``descend.optim.in_backward``; a fully connected layer's weights in one BLAS
-  call): the same updates to float rounding, with no gradient stored and one pass over
-  the weights instead of six (gradient, decay, step).
+  call): the same updates as autograd and SGD to float rounding, with no gradient stored
+  and one pass over the weights instead of six (gradient, decay, step). Layers of your own
+  or activation functions other than network3's four are back-propagated by autograd.
 
 Data: ``load_data_shared`` returns ``[(x, y), (x, y), (x, y)]`` of torch tensors
 (x: float (n, 784), y: int64 (n,)) read from ``mnist.pkl.gz`` by the NumPy-only
