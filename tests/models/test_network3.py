@@ -101,7 +101,7 @@ def test_mismatched_layers_are_reported():
 
 
 # ---------------------------------------------------------------- back-propagation by hand
-def _trainer(net, x, y, fused, decay=0.0, lr=0.5, steps_per_epoch=None, dtype=torch.float32, scheduled=False):
+def _trainer(net, x, y, fused, decay=0.0, lr=0.5, dtype=torch.float32, scheduled=False):
     weights = [p for name, p in net.named_parameters() if name.endswith(".w")]
     biases = [p for name, p in net.named_parameters() if not name.endswith(".w")]
     opt = torch.optim.SGD([{"params": weights, "weight_decay": decay}, {"params": biases, "weight_decay": 0.0}], lr=lr)

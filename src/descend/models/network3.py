@@ -79,11 +79,14 @@ def _keep_inputs(x: torch.Tensor, p_dropout: float, training: bool) -> torch.Ten
     """network3's dropout on a layer's input: Bernoulli mask in training, (1-p) scaling at test."""
     if p_dropout == 0.0:
         return x
-    if training:
-        # A uniform draw below 1 - p: the very draws of torch.bernoulli(full_like(x, 1 - p)), one
-        # uniform per element from the same generator, in a third of its time.
-        return x * (torch.rand_like(x) < 1.0 - p_dropout)
-    return x * (1.0 - p_dropout)
+    return x * _keep_mask(x, p_dropout) if training else x * (1.0 - p_dropout)
+
+
+def _keep_mask(x: torch.Tensor, p_dropout: float) -> torch.Tensor:
+    """Which inputs dropout keeps: a uniform draw below 1 - p, the very draws of
+    torch.bernoulli(full_like(x, 1 - p)) (one uniform per element from the same generator),
+    in a third of its time."""
+    return torch.rand_like(x) < 1.0 - p_dropout
 
 
 def _is_vmapped(x: torch.Tensor) -> bool:
@@ -214,8 +217,8 @@ class _BackpropSGDStep(torch.autograd.Function):
             else:
                 x_in = a.reshape(-1, layer.n_in)
                 mask = None
-                if layer.p_dropout:  # network3's dropout: the same draws as _keep_inputs
-                    mask = torch.rand_like(x_in) < 1.0 - layer.p_dropout
+                if layer.p_dropout:  # network3's dropout, as in _keep_inputs
+                    mask = _keep_mask(x_in, layer.p_dropout)
                     x_in = x_in * mask
                 z = torch.addmm(layer.b, x_in, layer.w)
                 a = layer.activation_fn(z)
@@ -302,23 +305,27 @@ class Network(nn.Module):
         self.history: list[dict[str, Any]] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        groups = self._steps_by_hand(x)
-        if groups is not None:
-            return _BackpropSGDStep.apply(x, self, groups, *self.parameters())
+        by_hand = self._steps_by_hand(x)
+        if by_hand is not None:
+            params, groups = by_hand
+            return _BackpropSGDStep.apply(x, self, groups, *params)
         for layer in self.layers:
             x = layer(x)
         return x
 
-    def _steps_by_hand(self, x: torch.Tensor) -> list[dict] | None:
-        """The param groups of (w, b) of every layer when this training step's back-propagation
-        is to be taken by hand with the SGD steps in it (Network.SGD, or a Trainer with
-        ``sgd_in_backward``): network3's own layers and activation functions, no gradient wanted
-        for the input; None otherwise (autograd then back-propagates, layer by layer)."""
+    def _steps_by_hand(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[dict]] | None:
+        """(w, b of every layer in order, their param groups) when this training step's
+        back-propagation is to be taken by hand with the SGD steps in it (Network.SGD, or a
+        Trainer with ``sgd_in_backward``): network3's own layers and activation functions, no
+        gradient wanted for the input; None otherwise (autograd then back-propagates, layer by
+        layer)."""
         if (not self.training or x.requires_grad or _is_vmapped(x)
                 or any(type(layer) not in (ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer)
                        or layer.activation_fn not in _DERIVATIVES for layer in self.layers)):
             return None
-        return in_backward.claim([p for layer in self.layers for p in (layer.w, layer.b)], x)
+        params = [p for layer in self.layers for p in (layer.w, layer.b)]  # the order backward reads groups in
+        groups = in_backward.claim(params, x)
+        return None if groups is None else (params, groups)
 
     def SGD(self, training_data, epochs: int, mini_batch_size: int, eta: float,  # noqa: N802 - network3's name
             validation_data, test_data=None, lmbda: float = 0.0, *, quiet: bool = False,

@@ -1,4 +1,5 @@
-r"""Plain SGD steps taken inside back-propagation, for the weight matrices of ``x @ W``.
+r"""Plain SGD steps taken inside back-propagation: for the weight matrices of ``x @ W``, and
+for every parameter of a backward pass written by hand.
 
 At the small minibatches of NNDL chapter 6 (m = 10) a step of SGD (Deep Learning
 Algorithm 8.1) with L2 weight decay (sec. 7.1.1) on a 1000 x 1000 weight
